@@ -1,0 +1,199 @@
+"""Bytes in, one standardized uint8 (S, S, 3) array and an outcome out. Pure: no I/O.
+
+The rules (DESIGN.md, image standardization contract): an allow-list of formats, the
+decompression-bomb warning treated as an error, truncated files refused, EXIF orientation
+applied, alpha composited over a background, 16-bit scaled (not clipped), and three resize
+modes. A failure never raises: it returns a zero image and an outcome naming the reason.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from imgbatch.spec import ImageSpec
+
+Image.init()
+# Any other format Pillow can parse (EPS would even start Ghostscript) is refused unopened.
+# MPO (multi-picture JPEG from phones) is its own plugin in older Pillow, part of JPEG in newer.
+ALLOWED_FORMATS: tuple[str, ...] = tuple(
+    f for f in ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF") if f in Image.OPEN
+)
+STATUSES: tuple[str, ...] = ("ok", "missing", "corrupt", "rejected", "error")
+RESAMPLE = Image.Resampling.LANCZOS
+# JPEG DCT scaling keeps at least this many times the target size, so quality holds.
+DRAFT_FACTOR = 2
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one row; width/height are the source's (0 when unknown)."""
+
+    status: str
+    error: str = ""
+    width: int = 0
+    height: int = 0
+
+
+class _Refused(Exception):
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+def standardize(data: bytes, spec: ImageSpec) -> tuple[np.ndarray, Outcome]:
+    """Decode and standardize one image; never raises for bad input."""
+    size = (0, 0)
+    try:
+        with _open(data) as img:
+            size = img.size
+            arr = _to_array(img, spec)
+        return arr, Outcome("ok", "", *size)
+    except _Refused as exc:
+        return blank(spec), Outcome(exc.status, str(exc), *size)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return blank(spec), Outcome("rejected", f"decompression bomb guard: {exc}", *size)
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        return blank(spec), Outcome("corrupt", _one_line(exc), *size)
+    except Exception as exc:  # noqa: BLE001 - a bad image must never fail its partition
+        return blank(spec), Outcome("error", f"{type(exc).__name__}: {_one_line(exc)}", *size)
+
+
+def blank(spec: ImageSpec) -> np.ndarray:
+    """The zero row that stands in for a failed image."""
+    return np.zeros((spec.size, spec.size, 3), dtype=np.uint8)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]
+
+
+def _open(data: bytes) -> Image.Image:
+    if not data:
+        raise _Refused("corrupt", "empty file (0 bytes)")
+    try:
+        img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except UnidentifiedImageError:
+        pass
+    else:
+        # Pillow only warns between MAX_IMAGE_PIXELS and twice that; we refuse (DESIGN.md).
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit and img.width * img.height > limit:
+            img.close()
+            raise _Refused(
+                "rejected", f"{img.width}x{img.height} exceeds the decompression bomb guard"
+            )
+        return img
+    try:  # Header only: tell "a format we refuse" from "not an image at all".
+        with Image.open(io.BytesIO(data)) as other:
+            fmt = other.format
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise _Refused("corrupt", "not a recognised image (unknown or damaged header)") from None
+    raise _Refused("rejected", f"format {fmt} is not allowed")
+
+
+def _to_array(img: Image.Image, spec: ImageSpec) -> np.ndarray:
+    s = spec.size
+    if img.format in ("JPEG", "MPO"):
+        img.draft("RGB", (s * DRAFT_FACTOR, s * DRAFT_FACTOR))
+    orientation = _orientation(img)
+    if getattr(img, "n_frames", 1) > 1:
+        img.seek(0)
+    img = _normalize_mode(img)
+    small = _resize(img, spec)
+    if orientation in _TRANSPOSE:
+        small = small.transpose(_TRANSPOSE[orientation])
+    arr = _composite(small, spec.background)
+    if spec.resize_mode == "pad":
+        arr = _pad(arr, s, spec.background)
+    return arr
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - damaged EXIF: keep the pixels, skip the rotation
+        return 1
+
+
+def _normalize_mode(img: Image.Image) -> Image.Image:
+    """Reduce every mode to L, LA, RGB or RGBA (alpha still separate)."""
+    mode = img.mode
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        img.load()
+        return img
+    if mode.startswith("I;16") or mode == "I":
+        a = np.asarray(img, dtype=np.int64)
+        return Image.fromarray((np.clip(a, 0, 65535) >> 8).astype(np.uint8), "L")
+    if mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+        if a.size and a.max() <= 1.0:
+            a = a * 255.0
+        return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+    if mode == "P":
+        has_alpha = "transparency" in img.info or img.palette.mode == "RGBA"
+        return img.convert("RGBA" if has_alpha else "RGB")
+    if mode in ("PA", "RGBa", "RGBX"):
+        return img.convert("RGBA" if mode != "RGBX" else "RGB")
+    if mode == "La":
+        return img.convert("LA")
+    if mode == "1":
+        return img.convert("L")
+    return img.convert("RGB")  # CMYK, YCbCr, LAB, HSV
+
+
+def _resize(img: Image.Image, spec: ImageSpec) -> Image.Image:
+    s = spec.size
+    w, h = img.size
+    if spec.resize_mode == "stretch":
+        return img.resize((s, s), RESAMPLE)
+    if spec.resize_mode == "center_crop":
+        side = min(w, h)
+        left, top = (w - side) / 2, (h - side) / 2
+        return img.resize((s, s), RESAMPLE, box=(left, top, left + side, top + side))
+    # pad: longest side to s; the short side keeps the aspect ratio (at least 1 pixel)
+    scale = s / max(w, h)
+    return img.resize((max(1, round(w * scale)), max(1, round(h * scale))), RESAMPLE)
+
+
+def _composite(img: Image.Image, background: tuple[int, int, int]) -> np.ndarray:
+    """uint8 (h, w, 3): gray widened, alpha blended over the background."""
+    a = np.asarray(img)
+    if img.mode == "L":
+        return np.repeat(a[:, :, None], 3, axis=2)
+    if img.mode == "RGB":
+        return np.ascontiguousarray(a)
+    color = a[:, :, :-1].astype(np.float32)
+    if color.shape[2] == 1:
+        color = np.repeat(color, 3, axis=2)
+    alpha = a[:, :, -1:].astype(np.float32) / 255.0
+    bg = np.asarray(background, dtype=np.float32)
+    out = color * alpha + bg * (1.0 - alpha)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _pad(arr: np.ndarray, s: int, background: tuple[int, int, int]) -> np.ndarray:
+    h, w = arr.shape[:2]
+    canvas = np.empty((s, s, 3), dtype=np.uint8)
+    canvas[:] = np.asarray(background, dtype=np.uint8)
+    top, left = (s - h) // 2, (s - w) // 2
+    canvas[top : top + h, left : left + w] = arr
+    return canvas

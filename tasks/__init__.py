@@ -1,0 +1,1 @@
+"""Thin Prefect task wrappers around the imgbatch core: retries, cache keys, artifacts."""
