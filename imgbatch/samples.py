@@ -1,0 +1,111 @@
+"""Sample data made at run time from real photos shipped inside scikit-image's wheel.
+
+Used by `imgbatch demo`, the tests and the benchmarks, so nothing large is committed and
+nothing is downloaded. Needs the `demo` extra (scikit-image).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+
+from PIL import Image
+
+from imgbatch.errors import UsageError
+
+# Colour photographs in skimage/data (sizes 300-1411 px), plus one RGBA logo.
+PHOTO_FILES: tuple[str, ...] = (
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "hubble_deep_field.jpg",
+    "ihc.png",
+    "motorcycle_left.png",
+    "retina.jpg",
+    "rocket.jpg",
+)
+RGBA_FILES: tuple[str, ...] = ("logo.png", "horse.png")
+
+
+def _data_dir() -> Path:
+    try:
+        import skimage
+    except ImportError:
+        raise UsageError(
+            "sample photos need scikit-image: pip install 'imgbatch[demo]'"
+        ) from None
+    return Path(skimage.__file__).parent / "data"
+
+
+@cache
+def photos() -> tuple[Image.Image, ...]:
+    """The real colour photos, decoded once (RGB)."""
+    d = _data_dir()
+    out = []
+    for name in PHOTO_FILES:
+        with Image.open(d / name) as im:
+            out.append(im.convert("RGB"))
+    return tuple(out)
+
+
+@cache
+def rgba_photos() -> tuple[Image.Image, ...]:
+    """Real images with an alpha channel (RGBA)."""
+    d = _data_dir()
+    out = []
+    for name in RGBA_FILES:
+        with Image.open(d / name) as im:
+            out.append(im.convert("RGBA"))
+    return tuple(out)
+
+
+def encode(img: Image.Image, fmt: str, **params) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+def varied_image(rng: random.Random, min_side: int = 300, max_side: int = 1500) -> tuple[bytes, str]:
+    """One realistic file: a real photo rescaled/cropped, as JPEG (some progressive) or PNG.
+
+    Returns (bytes, extension). About 70% JPEG, 20% RGB PNG, 10% RGBA PNG.
+    """
+    kind = rng.random()
+    src = rng.choice(rgba_photos() if kind >= 0.9 else photos())
+    long_side = rng.randint(min_side, max_side)
+    w, h = src.size
+    scale = long_side / max(w, h)
+    img = src.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BICUBIC)
+    if kind < 0.7:
+        return encode(img, "JPEG", quality=rng.choice((75, 85, 92)), progressive=rng.random() < 0.3), "jpg"
+    return encode(img, "PNG", compress_level=6), "png"
+
+
+def write_tree(root: str | Path, n: int, seed: int = 0, subdirs: int = 4) -> list[str]:
+    """Write n varied images under root (in a few sub-folders); return their relative paths."""
+    rng = random.Random(seed)
+    root = Path(root)
+    paths = []
+    for i in range(n):
+        data, ext = varied_image(rng)
+        rel = f"d{i % subdirs}/img_{i:06d}.{ext}"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+        paths.append(rel)
+    return paths
+
+
+def write_csv(path: str | Path, image_paths: Sequence[str], column: str = "image_path") -> Path:
+    """A manifest CSV with a row id, the image path column and a label, like the Shopee CSV."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["item_id", column, "category"])
+        for i, p in enumerate(image_paths):
+            w.writerow([i, p, ("phone", "fashion", "beauty")[i % 3]])
+    return path
