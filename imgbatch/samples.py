@@ -35,9 +35,7 @@ def _data_dir() -> Path:
     try:
         import skimage
     except ImportError:
-        raise UsageError(
-            "sample photos need scikit-image: pip install 'imgbatch[demo]'"
-        ) from None
+        raise UsageError("sample photos need scikit-image: pip install 'imgbatch[demo]'") from None
     return Path(skimage.__file__).parent / "data"
 
 
@@ -69,7 +67,9 @@ def encode(img: Image.Image, fmt: str, **params) -> bytes:
     return buf.getvalue()
 
 
-def varied_image(rng: random.Random, min_side: int = 300, max_side: int = 1500) -> tuple[bytes, str]:
+def varied_image(
+    rng: random.Random, min_side: int = 300, max_side: int = 1500
+) -> tuple[bytes, str]:
     """One realistic file: a real photo rescaled/cropped, as JPEG (some progressive) or PNG.
 
     Returns (bytes, extension). About 70% JPEG, 20% RGB PNG, 10% RGBA PNG.
@@ -81,7 +81,9 @@ def varied_image(rng: random.Random, min_side: int = 300, max_side: int = 1500) 
     scale = long_side / max(w, h)
     img = src.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BICUBIC)
     if kind < 0.7:
-        return encode(img, "JPEG", quality=rng.choice((75, 85, 92)), progressive=rng.random() < 0.3), "jpg"
+        return encode(
+            img, "JPEG", quality=rng.choice((75, 85, 92)), progressive=rng.random() < 0.3
+        ), "jpg"
     return encode(img, "PNG", compress_level=6), "png"
 
 

@@ -1,0 +1,134 @@
+"""Compute one partition: read its images, standardize them on the shared pools, commit a shard.
+
+Reading and decoding overlap in small chunks, and only a few chunks are in flight per
+partition, so memory stays bounded whatever the image sizes. A bad image becomes a status
+row; only storage trouble that may pass (TransientError) or a write failure fails the
+partition, which the orchestrator then retries.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Executor, Future
+from concurrent.futures.process import BrokenProcessPool
+
+import numpy as np
+import pandas as pd
+
+from imgbatch import parallel, shards
+from imgbatch.errors import TransientError
+from imgbatch.images import Outcome, blank, standardize
+from imgbatch.plan import PartitionPlan, read_rows
+from imgbatch.spec import ImageSpec
+from imgbatch.storage import InvalidPath, Storage
+
+CHUNK = 32
+CHUNKS_IN_FLIGHT = 4
+
+Fetched = bytes | Outcome
+
+
+def fetch(storage: Storage, path: str) -> Fetched:
+    """The source's bytes, or the outcome that explains why there are none."""
+    try:
+        return storage.read(path)
+    except FileNotFoundError:
+        return Outcome("missing", f"not found: {path}")
+    except InvalidPath as exc:
+        return Outcome("rejected", str(exc))
+    except IsADirectoryError:
+        return Outcome("missing", f"is a folder, not a file: {path}")
+    except TransientError:
+        raise
+    except OSError as exc:
+        return Outcome("error", f"read failed: {exc}")
+
+
+def standardize_many(items: Sequence[Fetched], spec: ImageSpec) -> tuple[np.ndarray, list[Outcome]]:
+    """Standardize a chunk; runs in a pool worker (thread or process)."""
+    out = np.empty((len(items), spec.size, spec.size, 3), dtype=np.uint8)
+    outcomes = []
+    for i, item in enumerate(items):
+        if isinstance(item, Outcome):
+            out[i] = blank(spec)
+            outcomes.append(item)
+        else:
+            out[i], outcome = standardize(item, spec)
+            outcomes.append(outcome)
+    return out, outcomes
+
+
+def compute(
+    paths: Sequence[str], storage: Storage, spec: ImageSpec, cpu: Executor, io: Executor
+) -> tuple[np.ndarray, list[Outcome]]:
+    """Standardize every path, in order."""
+    n = len(paths)
+    images = np.zeros((n, spec.size, spec.size, 3), dtype=np.uint8)
+    outcomes: list[Outcome] = [Outcome("error")] * n
+    pending: deque[tuple[int, Future]] = deque()
+
+    def collect() -> None:
+        start, fut = pending.popleft()
+        arr, outs = fut.result()
+        images[start : start + len(outs)] = arr
+        outcomes[start : start + len(outs)] = outs
+
+    for start in range(0, n, CHUNK):
+        chunk = list(io.map(lambda p: fetch(storage, p), paths[start : start + CHUNK]))
+        pending.append((start, cpu.submit(standardize_many, chunk, spec)))
+        if len(pending) >= CHUNKS_IN_FLIGHT:
+            collect()
+    while pending:
+        collect()
+    return images, outcomes
+
+
+def run_partition(
+    part: PartitionPlan,
+    manifest: str,
+    storage: Storage,
+    spec: ImageSpec,
+    out: str,
+    executor: str = "auto",
+    workers: int | None = None,
+) -> dict:
+    """Commit the shard for `part` unless an identical one is already done; return its summary."""
+    record = shards.done_record(out, part.id, part.fingerprint)
+    if record is not None:
+        return summary(record, computed=False, seconds=0.0)
+    t0 = time.perf_counter()
+    paths = read_rows(manifest, part.id)
+    kind, n = parallel.resolve(executor, workers)
+    try:
+        images, outcomes = compute(
+            paths, storage, spec, parallel.decode_pool(kind, n), parallel.io_pool()
+        )
+    except BrokenProcessPool as exc:
+        parallel.discard(kind, n)
+        raise TransientError(f"a decode worker process died: {exc}") from exc
+    index = pd.DataFrame(
+        {
+            "row": np.arange(part.start, part.stop, dtype=np.int64),
+            "image_path": paths,
+            "status": [o.status for o in outcomes],
+            "error": [o.error for o in outcomes],
+            "width": np.array([o.width for o in outcomes], dtype=np.int32),
+            "height": np.array([o.height for o in outcomes], dtype=np.int32),
+            "partition": np.full(len(paths), part.id, dtype=np.int32),
+        }
+    )
+    record = shards.write_shard(out, part.id, part.fingerprint, images, index)
+    return summary(record, computed=True, seconds=time.perf_counter() - t0)
+
+
+def summary(record: dict, computed: bool, seconds: float) -> dict:
+    """The small dict a partition hands back to the orchestrator."""
+    return {
+        "partition": record["partition"],
+        "rows": record["rows"],
+        "counts": record["counts"],
+        "computed": computed,
+        "seconds": round(seconds, 3),
+    }

@@ -1,0 +1,119 @@
+"""Plan a run: read the CSV once, take every source's identity, fingerprint each partition.
+
+The plan is written to OUT/manifest.parquet (one row group per partition, so a partition
+reads only its own rows); tasks receive the plan's small partition records, never row lists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from imgbatch import __version__
+from imgbatch.errors import UsageError
+from imgbatch.files import atomic_path
+from imgbatch.manifest import partitions, read_paths
+from imgbatch.spec import ImageSpec
+from imgbatch.storage import Storage
+
+MANIFEST_NAME = "manifest.parquet"
+
+
+@dataclass(frozen=True)
+class PartitionPlan:
+    id: int
+    start: int
+    stop: int
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    n_rows: int
+    manifest: str
+    partitions: list[PartitionPlan]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def select(self, ids: list[int] | None) -> list[PartitionPlan]:
+        """The chosen partitions (all when ids is None); unknown ids are a usage error."""
+        if ids is None:
+            return list(self.partitions)
+        bad = [i for i in ids if not 0 <= i < len(self.partitions)]
+        if bad:
+            last = len(self.partitions) - 1
+            raise UsageError(f"partition ids {bad} out of range: this CSV has partitions 0-{last}")
+        return [self.partitions[i] for i in sorted(set(ids))]
+
+
+@cache
+def code_version() -> str:
+    """Package version plus a hash of the modules that decide pixels: new code, new shards."""
+    h = hashlib.sha256()
+    here = Path(__file__).parent
+    for name in ("images.py", "spec.py"):
+        h.update((here / name).read_bytes())
+    return f"{__version__}+{h.hexdigest()[:12]}"
+
+
+def fingerprint(
+    spec: ImageSpec, root: str, start: int, paths: list[str], identities: list[str | None]
+) -> str:
+    """Hash of code version, parameters and each row's source identity."""
+    doc = {
+        "code": code_version(),
+        "spec": spec.to_dict(),
+        "root": root,
+        "start": start,
+        "rows": [[p, i] for p, i in zip(paths, identities, strict=True)],
+    }
+    return hashlib.sha256(json.dumps(doc, separators=(",", ":")).encode()).hexdigest()
+
+
+def make_plan(
+    csv_path: str, column: str, storage: Storage, spec: ImageSpec, partition_size: int, out: str
+) -> Plan:
+    """Read the CSV, stat/list the sources once, write the manifest, fingerprint partitions."""
+    paths = read_paths(csv_path, column)
+    parts = partitions(len(paths), partition_size)
+    identities = storage.identities(paths)
+    os.makedirs(out, exist_ok=True)
+    manifest = os.path.join(out, MANIFEST_NAME)
+    table = pa.table(
+        {
+            "row": pa.array(range(len(paths)), pa.int64()),
+            "image_path": pa.array(paths, pa.string()),
+            "identity": pa.array(identities, pa.string()),
+        }
+    )
+    with atomic_path(manifest) as tmp:
+        pq.write_table(table, tmp, row_group_size=partition_size)
+    plans = [
+        PartitionPlan(
+            p.id,
+            p.start,
+            p.stop,
+            fingerprint(
+                spec, storage.root, p.start, paths[p.start : p.stop], identities[p.start : p.stop]
+            ),
+        )
+        for p in parts
+    ]
+    return Plan(len(paths), manifest, plans)
+
+
+def read_rows(manifest: str, partition_id: int) -> list[str]:
+    """The image paths of one partition (its own row group only)."""
+    return (
+        pq.ParquetFile(manifest)
+        .read_row_group(partition_id, columns=["image_path"])["image_path"]
+        .to_pylist()
+    )
