@@ -9,7 +9,7 @@ import sys
 from imgbatch.errors import UsageError
 
 # Modules that define add_command(subparsers); each sets `func` on its parser.
-COMMAND_MODULES = ("flows.preprocess", "flows.demo")
+COMMAND_MODULES = ("flows.preprocess", "flows.demo", "flows.upload")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -84,3 +84,17 @@ def invalidate(out: str, partition_id: int) -> None:
     for path in (p.done, p.npy, p.parquet):
         if os.path.exists(path):
             os.unlink(path)
+
+
+def failed_rows(out: str, partition_ids: list[int], limit: int = 500) -> list[dict]:
+    """Rows whose status is not ok, from committed shards, in row order (at most `limit`)."""
+    rows: list[dict] = []
+    for pid in sorted(partition_ids):
+        path = shard_paths(out, pid).parquet
+        if not os.path.exists(path):
+            continue
+        df = pd.read_parquet(path, columns=["row", "image_path", "status", "error"])
+        rows.extend(df[df["status"] != "ok"].to_dict("records"))
+        if len(rows) >= limit:
+            return rows[:limit]
+    return rows
