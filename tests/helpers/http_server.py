@@ -67,6 +67,7 @@ class Request:
     path: str
     range: str | None
     status: int
+    at: float = field(default_factory=time.monotonic)
 
 
 class FaultyServer(ThreadingHTTPServer):
