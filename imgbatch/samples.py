@@ -87,13 +87,20 @@ def varied_image(
     return encode(img, "PNG", compress_level=6), "png"
 
 
-def write_tree(root: str | Path, n: int, seed: int = 0, subdirs: int = 4) -> list[str]:
+def write_tree(
+    root: str | Path,
+    n: int,
+    seed: int = 0,
+    subdirs: int = 4,
+    min_side: int = 300,
+    max_side: int = 1500,
+) -> list[str]:
     """Write n varied images under root (in a few sub-folders); return their relative paths."""
     rng = random.Random(seed)
     root = Path(root)
     paths = []
     for i in range(n):
-        data, ext = varied_image(rng)
+        data, ext = varied_image(rng, min_side, max_side)
         rel = f"d{i % subdirs}/img_{i:06d}.{ext}"
         write_if_changed(root / rel, data)
         paths.append(rel)

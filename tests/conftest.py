@@ -19,3 +19,22 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture
+def make_dataset(tmp_path):
+    """Factory: n small real-photo images under tmp_path/images and a CSV naming them.
+
+    Returns (csv_path, images_root, row_paths). Small sides keep tests fast; extra rows
+    (broken or missing files) can be appended through `extra`.
+    """
+    from imgbatch import samples
+
+    def make(n: int, extra: list[str] = (), min_side: int = 48, max_side: int = 160, seed=0):
+        root = tmp_path / "images"
+        paths = samples.write_tree(root, n, seed=seed, min_side=min_side, max_side=max_side)
+        paths = paths + list(extra)
+        csv = samples.write_csv(tmp_path / "rows.csv", paths)
+        return str(csv), str(root), paths
+
+    return make
