@@ -1,0 +1,182 @@
+"""Core pipeline without Prefect: plan -> partitions -> shards -> assembled outputs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from imgbatch import shards
+from imgbatch.assemble import ShardError, assemble
+from imgbatch.files import read_json, write_json
+from imgbatch.images import standardize
+from imgbatch.partition import run_partition
+from imgbatch.plan import make_plan
+from imgbatch.spec import ImageSpec
+from imgbatch.storage import open_storage
+from imgbatch.verify import verify_output
+
+DEFAULT_SPEC = ImageSpec()
+
+
+def run_core(csv, root, out, spec=DEFAULT_SPEC, size=10, executor="threads", workers=2, order=None):
+    """Plan, compute partitions (in `order` if given), assemble; return (plan, summaries, run)."""
+    storage = open_storage(root)
+    plan = make_plan(csv, "image_path", storage, spec, size, str(out))
+    parts = plan.partitions if order is None else [plan.partitions[i] for i in order]
+    summaries = [
+        run_partition(p, plan.manifest, storage, spec, str(out), executor, workers) for p in parts
+    ]
+    run = assemble(str(out), plan.partitions, plan.n_rows, spec, {"test": True})
+    return plan, summaries, run
+
+
+def sha(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def shard_stamps(out) -> dict[str, tuple[int, int]]:
+    d = Path(out) / "shards"
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(d.iterdir())}
+
+
+def test_rows_stay_aligned_with_missing_duplicate_bad_and_unsorted_rows(make_dataset, tmp_path):
+    csv, root, paths = make_dataset(24)
+    (Path(root) / "dir.jpg").mkdir()
+    rows = paths[::-1] + ["gone/none.jpg", paths[3], "../outside.jpg", "", "dir.jpg", paths[3]]
+    pd.DataFrame({"image_path": rows, "x": range(len(rows))}).to_csv(csv, index=False)
+    out = tmp_path / "out"
+    _, _, run = run_core(csv, root, out, size=7)
+
+    images = np.load(out / "images.npy", mmap_mode="r")
+    index = pd.read_parquet(out / "index.parquet")
+    assert images.shape == (len(rows), 64, 64, 3)
+    assert index["row"].tolist() == list(range(len(rows)))
+    assert index["image_path"].tolist() == rows
+    expected_status = ["ok"] * 24 + ["missing", "ok", "rejected", "rejected", "missing", "ok"]
+    assert index["status"].tolist() == expected_status
+    for i, p in enumerate(rows):
+        if expected_status[i] == "ok":
+            want, _ = standardize((Path(root) / p).read_bytes(), ImageSpec())
+            np.testing.assert_array_equal(images[i], want, err_msg=f"row {i} ({p})")
+        else:
+            assert not images[i].any(), f"flagged row {i} must be zero-filled"
+            assert index.loc[i, "error"], f"flagged row {i} needs a reason"
+    np.testing.assert_array_equal(images[25], images[29])
+    assert run["counts"] == {"ok": 26, "missing": 2, "rejected": 2}
+    assert verify_output(str(out))["images_sha256"] == sha(out / "images.npy")
+
+
+def test_partition_order_does_not_change_the_output(make_dataset, tmp_path):
+    csv, root, _ = make_dataset(35)
+    run_core(csv, root, tmp_path / "seq", size=8)
+    run_core(csv, root, tmp_path / "rev", size=8, order=[4, 2, 0, 3, 1])
+    assert sha(tmp_path / "seq/images.npy") == sha(tmp_path / "rev/images.npy")
+    assert sha(tmp_path / "seq/index.parquet") == sha(tmp_path / "rev/index.parquet")
+
+
+def test_processes_and_threads_give_identical_arrays(make_dataset, tmp_path):
+    csv, root, _ = make_dataset(20)
+    run_core(csv, root, tmp_path / "t", executor="threads", workers=2)
+    run_core(csv, root, tmp_path / "p", executor="processes", workers=2)
+    assert sha(tmp_path / "t/images.npy") == sha(tmp_path / "p/images.npy")
+
+
+def test_second_run_recomputes_nothing_and_writes_identical_bytes(make_dataset, tmp_path):
+    csv, root, _ = make_dataset(25)
+    out = tmp_path / "out"
+    _, first, run1 = run_core(csv, root, out)
+    stamps = shard_stamps(out)
+    digests = {f: sha(out / f) for f in ("images.npy", "index.parquet")}
+    _, second, run2 = run_core(csv, root, out)
+    assert all(s["computed"] for s in first)
+    assert not any(s["computed"] for s in second)
+    assert shard_stamps(out) == stamps
+    assert {f: sha(out / f) for f in digests} == digests
+    assert run1["images_sha256"] == run2["images_sha256"]
+
+
+def test_changed_parameter_recomputes_every_partition(make_dataset, tmp_path):
+    csv, root, _ = make_dataset(15)
+    out = tmp_path / "out"
+    run_core(csv, root, out, spec=ImageSpec(size=64))
+    _, summaries, run = run_core(csv, root, out, spec=ImageSpec(size=32))
+    assert all(s["computed"] for s in summaries)
+    assert np.load(out / "images.npy").shape == (15, 32, 32, 3)
+    assert run["shape"] == [15, 32, 32, 3]
+
+
+def test_changed_source_recomputes_only_its_partition(make_dataset, tmp_path):
+    csv, root, paths = make_dataset(30)
+    out = tmp_path / "out"
+    run_core(csv, root, out)
+    before = np.load(out / "images.npy")
+    (Path(root) / paths[14]).write_bytes((Path(root) / paths[0]).read_bytes())
+    _, summaries, _ = run_core(csv, root, out)
+    assert [s["partition"] for s in summaries if s["computed"]] == [1]
+    after = np.load(out / "images.npy")
+    np.testing.assert_array_equal(after[14], before[0])
+    np.testing.assert_array_equal(np.delete(after, 14, 0), np.delete(before, 14, 0))
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "stale_marker"])
+def test_deleted_truncated_or_stale_shard_is_recomputed(make_dataset, tmp_path, damage):
+    csv, root, _ = make_dataset(30)
+    out = tmp_path / "out"
+    _, _, run1 = run_core(csv, root, out)
+    p = shards.shard_paths(str(out), 1)
+    if damage == "delete":
+        os.unlink(p.npy)
+    elif damage == "truncate":
+        with open(p.npy, "r+b") as f:
+            f.truncate(os.path.getsize(p.npy) - 100)
+    else:
+        record = read_json(p.done)
+        record["fingerprint"] = "0" * 64
+        write_json(p.done, record)
+    _, summaries, run2 = run_core(csv, root, out)
+    assert [s["partition"] for s in summaries if s["computed"]] == [1]
+    assert run2["images_sha256"] == run1["images_sha256"]
+
+
+def test_damaged_shard_makes_assembly_refuse_then_rerun_recovers(make_dataset, tmp_path):
+    csv, root, _ = make_dataset(30)
+    out = tmp_path / "out"
+    plan, _, run1 = run_core(csv, root, out)
+    os.unlink(out / "run.json")
+    os.unlink(out / "images.npy")
+    npy = shards.shard_paths(str(out), 2).npy
+    data = bytearray(Path(npy).read_bytes())
+    data[-5] ^= 0xFF  # same size, one pixel changed: only the hash can tell
+    Path(npy).write_bytes(bytes(data))
+    with pytest.raises(ShardError, match="partition 2"):
+        assemble(str(out), plan.partitions, plan.n_rows, ImageSpec(), {})
+    assert not (out / "images.npy").exists()
+    assert not os.path.exists(shards.shard_paths(str(out), 2).done)
+    _, summaries, run2 = run_core(csv, root, out)
+    assert [s["partition"] for s in summaries if s["computed"]] == [2]
+    assert run2["images_sha256"] == run1["images_sha256"]
+
+
+def test_assembly_refuses_while_a_partition_is_not_done(make_dataset, tmp_path):
+    csv, root, _ = make_dataset(25)
+    out = str(tmp_path / "out")
+    storage = open_storage(root)
+    plan = make_plan(csv, "image_path", storage, ImageSpec(), 10, out)
+    for p in plan.partitions[:2]:
+        run_partition(p, plan.manifest, storage, ImageSpec(), out, "threads", 1)
+    with pytest.raises(ShardError, match="not done.*2"):
+        assemble(out, plan.partitions, plan.n_rows, ImageSpec(), {})
+    assert not os.path.exists(os.path.join(out, "images.npy"))
+
+
+def test_ragged_last_partition_and_partition_records(make_dataset, tmp_path):
+    csv, root, _ = make_dataset(23)
+    plan, summaries, _ = run_core(csv, root, tmp_path / "out", size=10)
+    assert [(p.start, p.stop) for p in plan.partitions] == [(0, 10), (10, 20), (20, 23)]
+    assert [s["rows"] for s in summaries] == [10, 10, 3]
+    assert len({p.fingerprint for p in plan.partitions}) == 3
