@@ -72,7 +72,9 @@ class LocalStorage:
 def open_storage(root: str) -> Storage:
     """Storage for an images root given as a local folder or gs://bucket/prefix."""
     if root.startswith("gs://"):
-        raise UsageError("gs:// images roots are not supported in this build")
+        from imgbatch.gcs import GCSStorage  # lazy: local runs need no Google client
+
+        return GCSStorage(root)
     if not os.path.isdir(root):
         raise UsageError(f"images root {root!r} is not a readable folder")
     if not os.access(root, os.R_OK | os.X_OK):

@@ -1,0 +1,140 @@
+"""GCSStorage against a real fake-gcs-server: identities, reads, missing and changed objects."""
+
+from __future__ import annotations
+
+import pickle
+from concurrent.futures import ProcessPoolExecutor
+
+import helpers.gcs as gcs_helpers
+import pytest
+from helpers.gcs import LIST, OBJECT, Rule
+
+from imgbatch.errors import PermanentError, TransientError, UsageError
+from imgbatch.gcs import GCSStorage, RetryPolicy, parse_gs_url
+from imgbatch.storage import InvalidPath, open_storage
+
+gcs_emulator = gcs_helpers.gcs_emulator
+gcs = gcs_helpers.gcs
+faulty_gcs = gcs_helpers.faulty_gcs
+
+FAST = RetryPolicy(attempts=3, initial_wait=0.02, max_wait=0.1, client_deadline=0.5, timeout=10)
+FILES = {"a/one.jpg": b"\xff\xd8first", "a/two.png": b"\x89PNGsecond", "b/three.jpg": b"third"}
+
+
+def put(bucket, prefix: str, files: dict[str, bytes]) -> None:
+    b = bucket.client().bucket(bucket.name)
+    for rel, data in files.items():
+        b.blob(f"{prefix}/{rel}" if prefix else rel).upload_from_string(data)
+
+
+def read_in_child(storage: GCSStorage, path: str) -> bytes:
+    return storage.read(path)
+
+
+def test_identities_and_reads(gcs):
+    put(gcs, "imgs", FILES)
+    put(gcs, "other", {"a/one.jpg": b"not under the prefix"})
+    storage = open_storage(gcs.url("imgs"))
+    assert isinstance(storage, GCSStorage) and storage.root == gcs.url("imgs")
+    paths = [*FILES, "a/missing.jpg", "../escape.jpg"]
+    ids = storage.identities(paths)
+    assert all(i and i.count("-") == 1 for i in ids[:3]), ids
+    assert len(set(ids[:3])) == 3
+    assert ids[3:] == [None, "invalid"]
+    for rel, data in FILES.items():
+        assert storage.read(rel) == data
+        assert storage.read(f"./{rel}") == data
+    with pytest.raises(FileNotFoundError, match="a/missing.jpg"):
+        storage.read("a/missing.jpg")
+    with pytest.raises(InvalidPath):
+        storage.read("../other/a/one.jpg")
+
+
+def test_bucket_root_without_prefix(gcs):
+    put(gcs, "", FILES)
+    storage = GCSStorage(f"gs://{gcs.name}")
+    assert storage.identities(list(FILES)) == GCSStorage(f"gs://{gcs.name}/").identities(
+        list(FILES)
+    )
+    assert storage.read("b/three.jpg") == b"third"
+
+
+def test_changed_object_changes_identity(gcs):
+    put(gcs, "imgs", FILES)
+    before = GCSStorage(gcs.url("imgs")).identities(list(FILES))
+    put(gcs, "imgs", {"a/two.png": b"\x89PNGedited"})
+    after = GCSStorage(gcs.url("imgs")).identities(list(FILES))
+    assert after[0] == before[0] and after[2] == before[2]
+    assert after[1] != before[1]
+    put(gcs, "imgs", {"b/three.jpg": b"third"})  # same bytes rewritten: a new generation
+    assert GCSStorage(gcs.url("imgs")).identities(["b/three.jpg"])[0] != before[2]
+
+
+def test_identities_come_from_one_listing(faulty_gcs):
+    put(faulty_gcs, "imgs", FILES)
+    storage = GCSStorage(faulty_gcs.url("imgs"))
+    first = storage.identities(list(FILES))
+    second = storage.identities(["b/three.jpg", "a/one.jpg", "nope.jpg"])
+    assert second == [first[2], first[0], None]
+    proxy = faulty_gcs.proxy
+    assert proxy.count("GET", LIST) == 1
+    assert proxy.count("GET", OBJECT) == 0
+
+
+def test_pickled_copy_reads_in_another_process(gcs):
+    put(gcs, "imgs", FILES)
+    storage = GCSStorage(gcs.url("imgs"))
+    assert storage.read("a/one.jpg") == FILES["a/one.jpg"]  # client and listing now exist
+    storage.identities(["a/one.jpg"])
+    clone = pickle.loads(pickle.dumps(storage))
+    assert clone.read("a/two.png") == FILES["a/two.png"]
+    with ProcessPoolExecutor(1) as pool:
+        assert pool.submit(read_in_child, storage, "b/three.jpg").result() == b"third"
+
+
+def test_transient_errors_are_retried_then_reported(faulty_gcs):
+    put(faulty_gcs, "imgs", FILES)
+    proxy = faulty_gcs.proxy
+    storage = GCSStorage(faulty_gcs.url("imgs"), policy=FAST)
+    proxy.set_rules(
+        Rule("status:503", method="GET", path="one.jpg", times=2),
+        Rule("reset", method="GET", path="two.png", times=2),
+    )
+    assert storage.read("a/one.jpg") == FILES["a/one.jpg"]
+    assert storage.read("a/two.png") == FILES["a/two.png"]
+    assert [r.injected for r in proxy.rules] == [2, 2]
+    proxy.set_rules(Rule("status:503", method="GET", path="three.jpg"))
+    with pytest.raises(TransientError, match="three.jpg.*gave up after 3 attempts"):
+        storage.read("b/three.jpg")
+    proxy.set_rules(Rule("status:403", method="GET", path="three.jpg"))
+    with pytest.raises(PermanentError, match="403"):
+        storage.read("b/three.jpg")
+
+
+def test_corrupted_download_is_detected_and_retried(faulty_gcs):
+    data = bytes(range(256)) * 64
+    put(faulty_gcs, "imgs", {"x.bin": data})
+    proxy = faulty_gcs.proxy
+    proxy.set_rules(Rule("corrupt_response", method="GET", path="x.bin", times=1))
+    assert GCSStorage(faulty_gcs.url("imgs"), policy=FAST).read("x.bin") == data
+    assert proxy.rules[0].injected == 1
+    assert proxy.count("GET", "x.bin") == 2
+
+
+def test_missing_bucket_is_permanent(gcs):
+    with pytest.raises(PermanentError, match="does not exist"):
+        GCSStorage("gs://no-such-bucket-here/x", policy=FAST).identities(["a.jpg"])
+
+
+@pytest.mark.parametrize(
+    "url", ["s3://b/p", "gs://", "gs://UPPER/p", "gs://b/p", "gs://ok-bucket/../x", "/local"]
+)
+def test_bad_urls_are_usage_errors(url):
+    with pytest.raises(UsageError):
+        parse_gs_url(url)
+
+
+def test_url_parsing():
+    assert parse_gs_url("gs://my-bucket") == ("my-bucket", "")
+    assert parse_gs_url("gs://my-bucket/a/b/") == ("my-bucket", "a/b")
+    assert parse_gs_url("gs://my.bucket_1//a//b") == ("my.bucket_1", "a/b")
