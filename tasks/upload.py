@@ -1,0 +1,96 @@
+"""The upload task: one call to imgbatch.transfer.upload_tree, as a Prefect task.
+
+Prefect retries it for transient failures only; each retry costs one listing plus the files
+still missing, since what is already there is skipped. Progress (files and bytes) goes to a
+progress artifact, the outcome to a markdown summary and a table of failed objects.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+
+from prefect import task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.concurrency.sync import concurrency
+
+from imgbatch.gcs import RetryPolicy
+from imgbatch.transfer import UploadProgress, UploadReport, upload_tree
+from tasks.retry import JITTER, backoff, retry_unless_permanent
+
+SUMMARY_KEY = "imgbatch-upload-summary"
+FAILED_KEY = "imgbatch-upload-failures"
+PROGRESS_INTERVAL_SECONDS = 1.0
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+class UploadProgressArtifact:
+    """A progress artifact (by bytes) that names files and bytes; updated at most once a second."""
+
+    def __init__(self, dest: str) -> None:
+        self.dest = dest
+        self.last = 0.0
+        self.id = create_progress_artifact(0.0, description=f"upload to {dest}: listing")
+
+    def update(self, p: UploadProgress) -> None:
+        now = time.monotonic()
+        if p.files_done < p.files_total and now - self.last < PROGRESS_INTERVAL_SECONDS:
+            return
+        self.last = now
+        pct = 100.0 * p.bytes_done / p.bytes_total if p.bytes_total else 100.0
+        text = (
+            f"upload to {self.dest}: {p.files_done}/{p.files_total} files, "
+            f"{_mb(p.bytes_done)} of {_mb(p.bytes_total)}"
+        )
+        update_progress_artifact(self.id, pct, description=text)
+
+
+def publish_upload_summary(report: UploadReport) -> None:
+    """Markdown counts (files and bytes) and, when any, a table of failed objects."""
+    s = report.summary()
+    lines = [
+        "# imgbatch upload",
+        "",
+        f"- destination: `{report.destination}`",
+        f"- uploaded: {s['uploaded']} files, {_mb(s['bytes_uploaded'])}",
+        f"- skipped (same size and crc32c already there): {s['skipped']} files, "
+        f"{_mb(s['bytes_skipped'])}",
+        f"- recovered after a retry, 412 check or crc32c re-send: {s['recovered']}",
+        f"- failed: {s['failed']}",
+        f"- seconds: {s['seconds']}",
+    ]
+    create_markdown_artifact("\n".join(lines), key=SUMMARY_KEY, description="upload summary")
+    if report.failed:
+        rows = [
+            {"object": f"gs://{report.bucket}/{name}", "reason": reason}
+            for name, reason in sorted(report.failed.items())[:500]
+        ]
+        create_table_artifact(rows, key=FAILED_KEY, description="objects not uploaded, first 500")
+
+
+@task(
+    name="upload-files",
+    retries=3,
+    retry_delay_seconds=backoff(10.0, 3),
+    retry_jitter_factor=JITTER,
+    retry_condition_fn=retry_unless_permanent,
+    tags=["imgbatch"],
+)
+def upload_files(
+    src_dir: str, dest: str, workers: int, limit: str | None, policy: RetryPolicy | None = None
+) -> dict:
+    """Sync src_dir to dest; holds a slot of the global concurrency limit `limit` if given."""
+    progress = UploadProgressArtifact(dest)
+    with concurrency(limit, occupy=1) if limit else nullcontext():
+        report = upload_tree(src_dir, dest, workers, policy, on_progress=progress.update)
+    publish_upload_summary(report)
+    report.raise_for_failures()
+    return report.summary()
