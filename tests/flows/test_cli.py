@@ -1,0 +1,71 @@
+"""The `imgbatch preprocess` command: bad arguments fail first, in one line; results are clear."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tasks.preprocess
+from flows.cli import main
+from imgbatch.errors import PermanentError
+
+
+def args_for(csv, root, out, *extra):
+    return ["preprocess", "--csv", csv, "--images", root, "--out", str(out), *extra]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"csv": "nope.csv"}, "does not exist"),
+        ({"extra": ["--column", "url"]}, "no column 'url'"),
+        ({"root": "/nonexistent/images"}, "is not a readable folder"),
+        ({"extra": ["--size", "0"]}, "size must be a positive integer"),
+        ({"extra": ["--background", "255,0"]}, "three integers"),
+        ({"extra": ["--partitions", "x"]}, "--partitions must look like"),
+        ({"extra": ["--partition-size", "0"]}, "--partition-size must be positive"),
+        ({"extra": ["--workers", "0"]}, "workers must be a positive integer"),
+    ],
+)
+def test_bad_arguments_fail_before_any_work_with_one_line(
+    make_dataset, tmp_path, capsys, change, message
+):
+    csv, root, _ = make_dataset(3)
+    out = tmp_path / "out"
+    code = main(args_for(change.get("csv", csv), change.get("root", root), out,
+                         *change.get("extra", [])))
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("imgbatch preprocess: error:")
+    assert message in err
+    assert not out.exists(), "nothing may be written before the arguments are checked"
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_preprocess_command_succeeds_and_reports_the_output(make_dataset, tmp_path, capsys):
+    csv, root, _ = make_dataset(12, extra=["lost.jpg"])
+    out = tmp_path / "out"
+    code = main(args_for(csv, root, out, "--size", "32", "--partition-size", "5",
+                         "--resize-mode", "pad", "--background", "0,0,0"))
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert "images.npy (13, 32, 32, 3)" in stdout and "missing=1" in stdout
+    images = np.load(out / "images.npy")
+    assert images.shape == (13, 32, 32, 3) and not images[12].any()
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_failed_partition_gives_exit_1_and_one_line(make_dataset, tmp_path, capsys, monkeypatch):
+    csv, root, _ = make_dataset(10)
+    original = tasks.preprocess.run_partition
+
+    def fail_second(part, *a, **kw):
+        if part.id == 1:
+            raise PermanentError("disk says no (injected)")
+        return original(part, *a, **kw)
+
+    monkeypatch.setattr(tasks.preprocess, "run_partition", fail_second)
+    code = main(args_for(csv, root, tmp_path / "out", "--partition-size", "5"))
+    err = [line for line in capsys.readouterr().err.splitlines() if "imgbatch preprocess" in line]
+    assert code == 1
+    assert len(err) == 1 and "1 of 2 partitions failed" in err[0] and "partition 1" in err[0]
