@@ -1,18 +1,21 @@
 """Interop with the real gsutil CLI on the same emulator (skipped where gsutil is absent).
 
-Objects we upload must look right to gsutil (names, crc32c), and a tree gsutil uploads must be
-read back by our GCSStorage byte for byte and be recognised as already there by our upload.
+Objects we upload must look right to gsutil (names, crc32c); a tree gsutil uploads must be
+read back by our GCSStorage byte for byte, be recognised as already there by our upload, and
+preprocess to the same images.npy as the local folder it came from.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from helpers.gcs import crc32c_b64
 
 from imgbatch.gcs import GCSStorage
-from imgbatch.samples import write_tree
+from imgbatch.samples import write_csv, write_tree
 from imgbatch.transfer import upload_tree
 
 pytestmark = pytest.mark.interop
@@ -51,3 +54,30 @@ def test_tree_uploaded_by_gsutil_is_read_back_by_gcs_storage(gcs, gsutil, tree):
         assert storage.read(rel) == data, rel
     again = upload_tree(tree, gcs.url("theirs"), workers=4)
     assert again.uploaded == [] and len(again.skipped) == len(files)
+
+
+def test_tree_uploaded_by_gsutil_preprocesses_like_the_local_folder(
+    prefect_server, gcs, gsutil, tmp_path
+):
+    from flows.cli import main
+
+    root = tmp_path / "images"
+    paths = write_tree(root, 23, seed=5, min_side=48, max_side=240)
+    (root / "broken.jpg").write_bytes(b"<html>not an image</html>")
+    paths += ["broken.jpg", "gone/missing.jpg"]
+    csv = str(write_csv(tmp_path / "rows.csv", paths))
+    gsutil("-m", "cp", "-r", *sorted(str(p) for p in root.iterdir()), gcs.url("imgs") + "/")
+
+    outs = {}
+    for name, images in (("local", str(root)), ("gcs", gcs.url("imgs"))):
+        outs[name] = tmp_path / f"out-{name}"
+        argv = ["preprocess", "--csv", csv, "--images", images, "--out", str(outs[name])]
+        assert main([*argv, "--partition-size", "10", "--workers", "2"]) == 0, name
+
+    digest = {
+        k: hashlib.sha256((v / "images.npy").read_bytes()).hexdigest() for k, v in outs.items()
+    }
+    assert digest["gcs"] == digest["local"]
+    status = {k: pd.read_parquet(v / "index.parquet")["status"].tolist() for k, v in outs.items()}
+    assert status["gcs"] == status["local"]
+    assert status["gcs"][-2:] == ["corrupt", "missing"] and set(status["gcs"][:-2]) == {"ok"}
