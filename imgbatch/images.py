@@ -111,13 +111,16 @@ def _open(data: bytes) -> Image.Image:
 
 def _to_array(img: Image.Image, spec: ImageSpec) -> np.ndarray:
     s = spec.size
+    box = None
     if img.format in ("JPEG", "MPO"):
-        img.draft("RGB", (s * DRAFT_FACTOR, s * DRAFT_FACTOR))
+        drafted = img.draft("RGB", (s * DRAFT_FACTOR, s * DRAFT_FACTOR))
+        if drafted is not None:  # the reduced image's last row/column is partial: keep its
+            box = drafted[1]  # exact extent, so geometry and aspect match the full image
     orientation = _orientation(img)
     if getattr(img, "n_frames", 1) > 1:
         img.seek(0)
     img = _normalize_mode(img)
-    small = _resize(img, spec)
+    small = _resize(img, spec, box)
     if orientation in _TRANSPOSE:
         small = small.transpose(_TRANSPOSE[orientation])
     arr = _composite(small, spec.background)
@@ -160,18 +163,22 @@ def _normalize_mode(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # CMYK, YCbCr, LAB, HSV
 
 
-def _resize(img: Image.Image, spec: ImageSpec) -> Image.Image:
+def _resize(
+    img: Image.Image, spec: ImageSpec, box: tuple[float, float, float, float] | None = None
+) -> Image.Image:
     s = spec.size
-    w, h = img.size
+    x0, y0, x1, y1 = box or (0, 0, *img.size)
+    w, h = x1 - x0, y1 - y0
     if spec.resize_mode == "stretch":
-        return img.resize((s, s), RESAMPLE)
+        return img.resize((s, s), RESAMPLE, box=(x0, y0, x1, y1))
     if spec.resize_mode == "center_crop":
         side = min(w, h)
-        left, top = (w - side) / 2, (h - side) / 2
+        left, top = x0 + (w - side) / 2, y0 + (h - side) / 2
         return img.resize((s, s), RESAMPLE, box=(left, top, left + side, top + side))
     # pad: longest side to s; the short side keeps the aspect ratio (at least 1 pixel)
     scale = s / max(w, h)
-    return img.resize((max(1, round(w * scale)), max(1, round(h * scale))), RESAMPLE)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return img.resize(size, RESAMPLE, box=(x0, y0, x1, y1))
 
 
 def _composite(img: Image.Image, background: tuple[int, int, int]) -> np.ndarray:
