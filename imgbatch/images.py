@@ -166,19 +166,22 @@ def _normalize_mode(img: Image.Image) -> Image.Image:
 def _resize(
     img: Image.Image, spec: ImageSpec, box: tuple[float, float, float, float] | None = None
 ) -> Image.Image:
+    """Lanczos resize per mode; big sources are first box-reduced to >= 2x the target
+    (Pillow's reducing_gap), the same quality rule as the JPEG draft, for PNG & co."""
     s = spec.size
     x0, y0, x1, y1 = box or (0, 0, *img.size)
     w, h = x1 - x0, y1 - y0
     if spec.resize_mode == "stretch":
-        return img.resize((s, s), RESAMPLE, box=(x0, y0, x1, y1))
-    if spec.resize_mode == "center_crop":
+        size = (s, s)
+    elif spec.resize_mode == "center_crop":
         side = min(w, h)
-        left, top = x0 + (w - side) / 2, y0 + (h - side) / 2
-        return img.resize((s, s), RESAMPLE, box=(left, top, left + side, top + side))
-    # pad: longest side to s; the short side keeps the aspect ratio (at least 1 pixel)
-    scale = s / max(w, h)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return img.resize(size, RESAMPLE, box=(x0, y0, x1, y1))
+        x0, y0 = x0 + (w - side) / 2, y0 + (h - side) / 2
+        x1, y1 = x0 + side, y0 + side
+        size = (s, s)
+    else:  # pad: longest side to s; the short side keeps the aspect ratio (at least 1 pixel)
+        scale = s / max(w, h)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return img.resize(size, RESAMPLE, box=(x0, y0, x1, y1), reducing_gap=DRAFT_FACTOR)
 
 
 def _composite(img: Image.Image, background: tuple[int, int, int]) -> np.ndarray:

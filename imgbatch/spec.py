@@ -20,7 +20,7 @@ class ImageSpec:
     background: tuple[int, int, int] = (255, 255, 255)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.size, int) or self.size <= 0:
+        if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size <= 0:
             raise UsageError(f"size must be a positive integer, got {self.size!r}")
         if self.resize_mode not in RESIZE_MODES:
             raise UsageError(

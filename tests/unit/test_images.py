@@ -21,15 +21,10 @@ import numpy as np
 import pytest
 from PIL import EpsImagePlugin, Image
 
+from benchmarks.reference import psnr, reference
 from imgbatch import samples
 from imgbatch.images import STATUSES, standardize
 from imgbatch.spec import ImageSpec
-
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # benchmarks/ is not an installed package; `pytest` alone
-    sys.path.insert(0, str(REPO))  # (unlike `python -m pytest`) does not put the root first
-
-from benchmarks.reference import psnr, reference  # noqa: E402 - needs the path above
 
 S = 16
 SPEC = ImageSpec(size=S)
@@ -187,15 +182,10 @@ print(json.dumps({"control": control, "status": out.status, "error": out.error,
 def test_huge_png_header_is_rejected_without_allocating(side: int) -> None:
     # tracemalloc does not see Pillow's C allocations, so the image runs in a child process
     # whose address space is capped; a full-size decode buffer could not be allocated there.
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
     proc = subprocess.run(
         [sys.executable, "-c", _NO_BIG_ALLOCATION, str(side), str(side)],
         input=png_header_only(side, side),
         capture_output=True,
-        env=env,
         timeout=60,
         check=False,
     )
