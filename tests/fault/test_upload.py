@@ -57,6 +57,14 @@ def names_with(notes: dict[str, list[str]], pattern: str) -> set[str]:
     return {n for n, ns in notes.items() if any(re.search(pattern, x) for x in ns)}
 
 
+def once_each(action: str, victims: list[str], method: str = "POST") -> list[Rule]:
+    """One injection of `action` into the first upload of each victim (matched by name)."""
+    return [Rule(action, method=method, path=UPLOAD, body=v.encode(), times=1) for v in victims]
+
+
+VICTIMS = ["img_000001", "img_000006", "img_000011", "img_000014"]
+
+
 def test_503_429_and_resets_end_with_every_object_intact(faulty_gcs, tree):
     proxy = faulty_gcs.proxy
     proxy.set_rules(
@@ -74,14 +82,15 @@ def test_503_429_and_resets_end_with_every_object_intact(faulty_gcs, tree):
 
 def test_lost_response_then_412_counts_as_present_after_crc32c_check(faulty_gcs, tree):
     proxy = faulty_gcs.proxy
-    proxy.set_rules(Rule("reset_after", method="POST", path=UPLOAD, times=3))
+    proxy.set_rules(*once_each("reset_after", VICTIMS[:3]))
     report = upload_tree(tree, faulty_gcs.url(PREFIX), workers=4, policy=FAST)
     assert report.ok, report.failed
     n = len(local_objects(tree))
     assert len(report.uploaded) == n
-    assert proxy.rules[0].injected == 3
+    assert [r.injected for r in proxy.rules] == [1, 1, 1]
     assert proxy.count("POST", UPLOAD, "^412$") == 3
-    assert len(names_with(report.recovered, "412, already present with matching crc32c")) == 3
+    found = names_with(report.recovered, "412, already present with matching crc32c")
+    assert sorted(name.split("/")[-1][:10] for name in found) == VICTIMS[:3]
     # every object written exactly once: the retried requests were refused, not applied twice
     assert proxy.count("POST", UPLOAD, "^200$") + 3 == n
     assert_mirrors(faulty_gcs, tree)
@@ -101,11 +110,12 @@ def test_412_over_different_bytes_replaces_them(gcs, tree):
 
 def test_corrupted_body_is_deleted_and_resent(faulty_gcs, tree):
     proxy = faulty_gcs.proxy
-    proxy.set_rules(Rule("corrupt", method="POST", path=UPLOAD, every=2, times=4))
+    proxy.set_rules(*once_each("corrupt", VICTIMS))
     report = upload_tree(tree, faulty_gcs.url(PREFIX), workers=4, policy=FAST)
     assert report.ok, report.failed
-    assert proxy.rules[0].injected == 4
-    assert len(names_with(report.recovered, r"stored crc32c .* != local .*deleted")) == 4
+    assert [r.injected for r in proxy.rules] == [1, 1, 1, 1]
+    found = names_with(report.recovered, r"stored crc32c .* != local .*deleted, re-sending")
+    assert sorted(name.split("/")[-1][:10] for name in found) == VICTIMS
     assert proxy.count("DELETE", OBJECT, "^(200|204)$") == 4
     assert_mirrors(faulty_gcs, tree)
 
@@ -126,10 +136,11 @@ def test_server_side_crc32c_rejection_is_resent(faulty_gcs, tree):
     """Real GCS refuses a body whose crc32c differs from the one we send (400): re-send."""
     message = 'Provided CRC32C "AAAAAA==" doesn\'t match calculated CRC32C "BBBBBB==".'
     proxy = faulty_gcs.proxy
-    proxy.set_rules(Rule(f"status:400:{message}", method="POST", path=UPLOAD, times=2))
+    proxy.set_rules(*once_each(f"status:400:{message}", VICTIMS[:2]))
     report = upload_tree(tree, faulty_gcs.url(PREFIX), workers=2, policy=FAST)
     assert report.ok, report.failed
-    assert len(names_with(report.recovered, "corrupted in transit")) == 2
+    found = names_with(report.recovered, "corrupted in transit")
+    assert sorted(name.split("/")[-1][:10] for name in found) == VICTIMS[:2]
     assert_mirrors(faulty_gcs, tree)
 
 
