@@ -9,7 +9,13 @@ import sys
 from imgbatch.errors import UsageError
 
 # Modules that define add_command(subparsers); each sets `func` on its parser.
-COMMAND_MODULES = ("flows.preprocess", "flows.demo", "flows.upload")
+COMMAND_MODULES = (
+    "flows.preprocess",
+    "flows.stats",
+    "flows.download",
+    "flows.upload",
+    "flows.demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
