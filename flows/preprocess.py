@@ -176,6 +176,12 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--background", default="255,255,255", help="alpha background R,G,B")
     p.add_argument("--partitions", default=None, help="only these partitions, e.g. 3,7 or 0-4")
     p.add_argument("--retries", type=int, default=3, help="Prefect retries per partition")
+    p.add_argument(
+        "--dask-address",
+        default=None,
+        help="run partitions on an existing Dask cluster (tcp://host:8786) via prefect-dask; "
+        "--workers is then the decode threads per Dask worker",
+    )
     p.set_defaults(func=run_cli)
 
 
@@ -190,7 +196,14 @@ def run_cli(args: argparse.Namespace) -> int:
     open_storage(args.images)
     resolve(args.executor, args.workers)
     ids = parse_partition_ids(args.partitions) if args.partitions else None
-    state = preprocess_images(
+    flow_ = preprocess_images
+    if args.dask_address:
+        from prefect_dask import DaskTaskRunner
+
+        flow_ = preprocess_images.with_options(
+            task_runner=DaskTaskRunner(address=args.dask_address)
+        )
+    state = flow_(
         csv=args.csv,
         images=args.images,
         out=args.out,
