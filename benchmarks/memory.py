@@ -67,19 +67,30 @@ def make_shards(out: str, n: int) -> None:
     for i, start in enumerate(range(0, n, ROWS_PER_SHARD)):
         stop = min(start + ROWS_PER_SHARD, n)
         rows = np.arange(start, stop)
-        images = ((rows[:, None, None, None] * 7 + np.arange(S * S * 3).reshape(S, S, 3)) % 251)
-        index = pd.DataFrame({
-            "row": rows, "image_path": [f"img/{r}.jpg" for r in rows], "status": "ok",
-            "error": "", "width": np.int32(S), "height": np.int32(S),
-            "partition": np.int32(i),
-        })
+        images = (rows[:, None, None, None] * 7 + np.arange(S * S * 3).reshape(S, S, 3)) % 251
+        index = pd.DataFrame(
+            {
+                "row": rows,
+                "image_path": [f"img/{r}.jpg" for r in rows],
+                "status": "ok",
+                "error": "",
+                "width": np.int32(S),
+                "height": np.int32(S),
+                "partition": np.int32(i),
+            }
+        )
         shards.write_shard(out, i, f"fp{i}", images.astype(np.uint8), index)
 
 
 def child(kind: str, out: str, n: int) -> dict:
     env = {**os.environ, "NUMBA_CACHE_DIR": os.path.join(out, "numba-cache")}
-    proc = subprocess.run([sys.executable, "-c", CHILD, kind, out, str(n)], capture_output=True,
-                          text=True, env=env, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, kind, out, str(n)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -108,19 +119,26 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for n, r in assembly:
         mb = n * S * S * 3 / 1e6
-        print(f"| {n} | {mb:.0f} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | "
-              f"{r['peak_rss_mb'] / base:.2f} |")
+        print(
+            f"| {n} | {mb:.0f} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | "
+            f"{r['peak_rss_mb'] / base:.2f} |"
+        )
     print(f"\nchannel mean of N={sizes[-1]} (exact answer from int64 sums):")
     print("| method | seconds | peak RSS MB | mean R | exact |")
     print("|---|---|---|---|---|")
     exact = stats[2][1]["mean"][0]
     for kind, r in stats:
-        label = {"numba-first": "numba, first call (compile, cache=True)",
-                 "numba": "numba, cached", "numpy-int64": "numpy, int64 blocks",
-                 "numpy-float32": "numpy, float32 .mean()"}[kind]
+        label = {
+            "numba-first": "numba, first call (compile, cache=True)",
+            "numba": "numba, cached",
+            "numpy-int64": "numpy, int64 blocks",
+            "numpy-float32": "numpy, float32 .mean()",
+        }[kind]
         m = r["mean"][0]
-        print(f"| {label} | {r['seconds']:.2f} | {r['peak_rss_mb']:.0f} | {m:.4f} | "
-              f"{'yes' if abs(m - exact) < 1e-6 else 'no'} |")
+        print(
+            f"| {label} | {r['seconds']:.2f} | {r['peak_rss_mb']:.0f} | {m:.4f} | "
+            f"{'yes' if abs(m - exact) < 1e-6 else 'no'} |"
+        )
     shutil.rmtree(args.dir, ignore_errors=True)
 
 

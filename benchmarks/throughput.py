@@ -75,13 +75,16 @@ def main() -> None:
         storage = LocalStorage(tmp)
         blobs = [storage.read(p) for p in paths]
         mb = sum(map(len, blobs)) / 1e6
-        print(f"corpus: {args.n} images, {mb:.0f} MB, "
-              f"{sum(p.endswith('.jpg') for p in paths)} JPEG; machine: {cores} cores\n")
+        print(
+            f"corpus: {args.n} images, {mb:.0f} MB, "
+            f"{sum(p.endswith('.jpg') for p in paths)} JPEG; machine: {cores} cores\n"
+        )
         rows = []
         base, base_cpu = timed(lambda: [notebook(b) for b in blobs], len(blobs))
         rows.append(("notebook baseline", 1, base, base_cpu))
-        rows.append(("decode-only ceiling", 1,
-                     *timed(lambda: [decode_only(b) for b in blobs], len(blobs))))
+        rows.append(
+            ("decode-only ceiling", 1, *timed(lambda: [decode_only(b) for b in blobs], len(blobs)))
+        )
         one = {}
         for kind in ("threads", "processes"):
             for w in counts:
