@@ -65,11 +65,18 @@ def wget_argv(url: str, part: Path, options: WgetOptions) -> list[str]:
     ]
 
 
+_MISSING = "{} is missing: install wget (Debian/Ubuntu: apt-get install wget)"
+
+
 def run_wget(argv: list[str], on_line: LineSink) -> int:
     """Run wget as a subprocess, streaming its stderr line by line (C locale: parseable)."""
     env = {**os.environ, "LC_ALL": "C"}
-    with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True, errors="replace", env=env) as proc:
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, errors="replace", env=env)
+    except FileNotFoundError:
+        raise UsageError(_MISSING.format(argv[0])) from None
+    with proc:
         try:
             for line in proc.stderr:
                 on_line(line.rstrip("\n"))
@@ -83,7 +90,7 @@ def require_wget(executable: str = "wget") -> str:
     """Path of the wget binary, or a UsageError saying how to install it."""
     path = shutil.which(executable)
     if path is None:
-        raise UsageError(f"{executable} is missing: install it with 'apt-get install wget'")
+        raise UsageError(_MISSING.format(executable))
     return path
 
 
@@ -278,9 +285,7 @@ def download(
     UsageError (bad URL or sha256, wget missing). A file already at NAME is kept when it
     matches `sha256` (or when no sha256 is given).
     """
-    (url, name, sha256), = check_requests([url], [sha256] if sha256 else None)
-    if runner is run_wget:
-        require_wget(options.executable)
+    [(url, name, sha256)] = check_requests([url], [sha256] if sha256 else None)
     dest = Path(dest_dir)
     ensure_writable(dest)
     final, part = dest / name, dest / f"{name}.part"

@@ -189,6 +189,13 @@ def test_unwritable_destination_fails_before_any_request(server, tmp_path):
     assert server.requests == [] and time.monotonic() - start < 1
 
 
+def test_missing_wget_is_a_usage_error_saying_how_to_install(server, tmp_path):
+    server.add("a.tgz", b"x")
+    with pytest.raises(UsageError, match="apt-get install wget"):
+        download(server.url("a.tgz"), tmp_path, options=WgetOptions(executable="no-such-wget"))
+    assert server.requests == []
+
+
 def test_verified_file_is_not_fetched_again(server, data, tmp_path):
     server.add("a.tgz", data)
     download(server.url("a.tgz"), tmp_path, sha256=sha(data), options=FAST)

@@ -97,7 +97,7 @@ class FaultyServer(ThreadingHTTPServer):
 
     def gets(self, path: str) -> list[Request]:
         p = "/" + path.lstrip("/")
-        return [r for r in self.requests if r.method == "GET" and r.path == p]
+        return [r for r in self.requests if r.path == p]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -106,8 +106,11 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args) -> None:  # noqa: A002 - keep test output quiet
         pass
 
-    def do_HEAD(self) -> None:
-        self._serve(body=False)
+    def send_response(self, code: int, message: str | None = None) -> None:
+        # Every connection ends after one response; saying so keeps wget from reusing it
+        # (a reused, already closed socket would cost wget one of its tries).
+        super().send_response(code, message)
+        self.send_header("Connection", "close")
 
     def do_GET(self) -> None:
         srv = self.server
@@ -115,7 +118,7 @@ class _Handler(BaseHTTPRequestHandler):
             srv.in_flight += 1
             srv.max_in_flight = max(srv.max_in_flight, srv.in_flight)
         try:
-            self._serve(body=True)
+            self._serve()
         finally:
             with srv.lock:
                 srv.in_flight -= 1
@@ -131,14 +134,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def _serve(self, body: bool) -> None:
+    def _serve(self) -> None:
         res = self.server.resources.get(self.path)
         if res is None:
             return self._error(404)
         f = res.faults
         if f.status is not None:
             return self._error(f.status)
-        if body and f.fail_times > 0:
+        if f.fail_times > 0:
             f.fail_times -= 1
             return self._error(f.fail_status)
         size = res.size()
@@ -163,8 +166,6 @@ class _Handler(BaseHTTPRequestHandler):
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
         self.end_headers()
-        if not body:
-            return None
         try:
             self._send_body(res, start, end)
         finally:
