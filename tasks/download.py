@@ -1,0 +1,67 @@
+"""Tasks of the download stage: fetch one archive, extract one archive.
+
+wget already resumes and retries inside one task run; a Prefect retry (exponential backoff
+with jitter) is the second line, and only for transient errors: a 404, a wrong checksum or a
+bad archive fails at once. wget's progress goes to the run log, one line per
+PROGRESS_SECONDS at most.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import asdict
+
+from prefect import get_client, get_run_logger, task
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectNotFound
+
+from imgbatch.archive import extract_archive
+from imgbatch.download import WgetOptions, download
+from tasks.retry import JITTER, backoff, retry_unless_permanent
+
+PROGRESS_SECONDS = 10.0
+# A Prefect global concurrency limit of this name, when it exists, caps downloads across all
+# flow runs: `prefect gcl create imgbatch-downloads --limit 2`.
+DOWNLOAD_LIMIT = "imgbatch-downloads"
+
+
+def download_limit() -> str | None:
+    """The limit's name if it exists on the server, else None (no limit beyond the runner)."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(DOWNLOAD_LIMIT)
+        except ObjectNotFound:
+            return None
+    return DOWNLOAD_LIMIT
+
+
+@task(
+    name="download-archive",
+    task_run_name="download {url}",
+    retries=3,
+    retry_delay_seconds=backoff(10.0, 3),
+    retry_jitter_factor=JITTER,
+    retry_condition_fn=retry_unless_permanent,
+    tags=["imgbatch"],
+)
+def download_archive(url: str, dest: str, sha256: str | None, options: WgetOptions,
+                     limit: str | None = None) -> dict:
+    logger = get_run_logger()
+    with concurrency(limit, occupy=1) if limit else nullcontext():
+        got = download(url, dest, sha256=sha256, options=options, on_progress=logger.info,
+                       progress_interval=PROGRESS_SECONDS)
+    logger.info("%s: %s bytes, sha256 %s%s", got.path, f"{got.size:,}", got.sha256,
+                " (already there)" if got.skipped else "")
+    return asdict(got)
+
+
+@task(
+    name="extract-archive",
+    retries=2,
+    retry_delay_seconds=backoff(2.0, 2),
+    retry_jitter_factor=JITTER,
+    retry_condition_fn=retry_unless_permanent,
+    tags=["imgbatch"],
+)
+def extract_downloaded(downloaded: dict, dest: str) -> dict:
+    return asdict(extract_archive(downloaded["path"], dest))

@@ -1,0 +1,180 @@
+"""download-archives on a real Prefect server: retries only when they can help, bounded
+concurrency, progress in the run log, and the `imgbatch download` command."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+from helpers.http_server import serve
+from prefect import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.logging.handlers import APILogHandler
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.cli import main
+from flows.download import download_archives
+from imgbatch.errors import PermanentError
+from imgbatch.samples import write_tree
+from tasks.download import DOWNLOAD_LIMIT
+
+FAST = {"tries": 2, "waitretry": 0, "read_timeout": 1, "retry_delay_seconds": 0.2}
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> tuple[Path, bytes]:
+    """Real photos and a .tar.gz of them (as bytes to serve)."""
+    root = tmp_path_factory.mktemp("photos")
+    write_tree(root, 4, seed=5, subdirs=2)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        tf.add(root, arcname="images")
+    return root, buf.getvalue()
+
+
+@pytest.fixture
+def server():
+    with serve() as srv:
+        yield srv
+
+
+def run_logs(state) -> list[str]:
+    APILogHandler().flush()  # send queued logs before reading them back
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(
+            any_=[state.state_details.flow_run_id])))
+    return [log.message for log in logs]
+
+
+def test_downloads_verifies_and_extracts(prefect_server, server, photos, tmp_path):
+    root, archive = photos
+    server.add("train.tar.gz", archive, cut_at=[len(archive) // 2])
+    server.add("test.tar.gz", archive)
+    dest = tmp_path / "dl"
+
+    state = download_archives([server.url("train.tar.gz"), server.url("test.tar.gz")],
+                              str(dest), sha256=[sha(archive), sha(archive)], extract=True,
+                              **FAST, return_state=True)
+
+    assert state.is_completed(), state.message
+    results = state.result()
+    assert [Path(r["path"]).name for r in results] == ["train.tar.gz", "test.tar.gz"]
+    assert [tuple(r["responses"]) for r in results] == [(200, 206), (200,)]
+    for name in ("train", "test"):
+        assert tree_bytes(dest / name / "images") == tree_bytes(root)
+    assert [r["extracted"] for r in results] == [str(dest / "train"), str(dest / "test")]
+    logs = run_logs(state)
+    assert any("Retrying" in m for m in logs) and any("100%" in m for m in logs)
+
+
+def test_503_is_retried_by_prefect_with_backoff(prefect_server, server, tmp_path):
+    server.add("a.tgz", b"payload", fail_times=2)
+    options = {**FAST, "tries": 1}  # wget gives up at once: each request is one task run
+
+    state = download_archives([server.url("a.tgz")], str(tmp_path), retries=3, **options,
+                              return_state=True)
+
+    assert state.is_completed(), state.message
+    gets = server.gets("a.tgz")
+    assert [r.status for r in gets] == [503, 503, 200]
+    # backoff(0.2) = 0.2 s then 0.4 s, with +-50% jitter
+    assert gets[1].at - gets[0].at >= 0.1 and gets[2].at - gets[1].at >= 0.2
+    assert (tmp_path / "a.tgz").read_bytes() == b"payload"
+
+
+def test_404_fails_at_once_and_others_still_complete(prefect_server, server, tmp_path):
+    server.add("ok.tgz", b"fine")
+    missing = server.url("missing.tgz")
+
+    state = download_archives([missing, server.url("ok.tgz")], str(tmp_path), retries=3,
+                              **FAST, return_state=True)
+
+    assert state.is_failed()
+    exc = state.result(raise_on_failure=False)
+    assert isinstance(exc, PermanentError)
+    assert f"{missing}: HTTP 404" in str(exc) and "1 of 2 archives failed" in str(exc)
+    assert len(server.gets("missing.tgz")) == 1  # neither wget nor Prefect retried it
+    assert (tmp_path / "ok.tgz").read_bytes() == b"fine"
+
+
+def test_unwritable_destination_fails_fast(prefect_server, server, tmp_path):
+    server.add("a.tgz", b"x")
+    (tmp_path / "file").write_text("not a folder")
+    start = time.monotonic()
+    state = download_archives([server.url("a.tgz")], str(tmp_path / "file" / "dl"), **FAST,
+                              return_state=True)
+    assert state.is_failed() and "cannot write to" in str(state.result(raise_on_failure=False))
+    assert server.requests == [] and time.monotonic() - start < 10
+
+
+def test_parallel_downloads_are_bounded(prefect_server, server, tmp_path):
+    urls = []
+    for i in range(4):  # each takes ~0.3 s, so they would all overlap without a bound
+        server.add(f"p{i}.tgz", bytes(1 << 20), chunk_size=64 << 10, chunk_delay=0.02)
+        urls.append(server.url(f"p{i}.tgz"))
+    flow2 = download_archives.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))
+
+    state = flow2(urls, str(tmp_path), **FAST, return_state=True)
+
+    assert state.is_completed(), state.message
+    assert server.max_in_flight == 2
+
+
+def test_global_concurrency_limit_is_used_when_it_exists(prefect_server, server, tmp_path):
+    urls = []
+    for i in range(2):
+        server.add(f"g{i}.tgz", bytes(1 << 20), chunk_size=64 << 10, chunk_delay=0.02)
+        urls.append(server.url(f"g{i}.tgz"))
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(
+            GlobalConcurrencyLimitCreate(name=DOWNLOAD_LIMIT, limit=1))
+        try:
+            state = download_archives(urls, str(tmp_path), **FAST, return_state=True)
+        finally:
+            client.delete_global_concurrency_limit_by_name(DOWNLOAD_LIMIT)
+
+    assert state.is_completed(), state.message
+    assert server.max_in_flight == 1 and len(server.gets("g1.tgz")) == 1
+
+
+def test_cli_downloads_and_extracts(prefect_server, server, photos, tmp_path, capsys):
+    root, archive = photos
+    server.add("set.tgz", archive)
+    code = main(["download", server.url("set.tgz"), "--dest", str(tmp_path), "--sha256",
+                 sha(archive), "--extract", "--tries", "2"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"sha256 {sha(archive)}" in out and f"extracted to {tmp_path / 'set'}" in out
+    assert tree_bytes(tmp_path / "set" / "images") == tree_bytes(root)
+
+
+def test_cli_failure_names_url_and_reason(prefect_server, server, tmp_path, capsys):
+    url = server.url("nope.tgz")
+    code = main(["download", url, "--dest", str(tmp_path), "--tries", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and f"{url}: HTTP 404" in err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["notaurl"], "not a downloadable URL"),
+    (["http://127.0.0.1/a.tgz", "--sha256", "beef"], "not a sha256"),
+    (["http://127.0.0.1/a.tgz", "--parallel", "0"], "--parallel must be 1 or more"),
+])
+def test_cli_bad_arguments_are_one_line_before_any_work(tmp_path, capsys, argv, message):
+    code = main(["download", *argv, "--dest", str(tmp_path / "d")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1
