@@ -20,7 +20,7 @@ from imgbatch.samples import write_tree
 from imgbatch.transfer import LocalFile, sync_file, upload_tree
 
 FAST = RetryPolicy(attempts=4, initial_wait=0.02, max_wait=0.1, client_deadline=1.0, timeout=20)
-TINY = RetryPolicy(attempts=2, initial_wait=0.02, max_wait=0.05, client_deadline=0.3, timeout=20)
+BUDGET = RetryPolicy(attempts=3, initial_wait=0.02, max_wait=0.05, client_deadline=0.3, timeout=20)
 PREFIX = "data/images"
 
 
@@ -175,11 +175,11 @@ def test_object_that_always_fails_is_named_after_its_budget(faulty_gcs, tree):
     bad = next(n for n in local_objects(tree) if victim in n)
     proxy = faulty_gcs.proxy
     proxy.set_rules(Rule("status:503", method="POST", path=UPLOAD, body=victim.encode()))
-    report = upload_tree(tree, faulty_gcs.url(PREFIX), workers=4, policy=FAST)
+    report = upload_tree(tree, faulty_gcs.url(PREFIX), workers=4, policy=BUDGET)
     assert list(report.failed) == [bad]
-    assert f"gave up after {FAST.attempts} attempts" in report.failed[bad]
+    assert f"gave up after {BUDGET.attempts} attempts" in report.failed[bad]
     assert len(report.uploaded) == len(local_objects(tree)) - 1
-    assert proxy.rules[0].injected >= FAST.attempts  # plus the client's own retries
+    assert proxy.rules[0].injected >= BUDGET.attempts  # plus the client's own retries
     with pytest.raises(TransientError, match=re.escape(f"gs://{faulty_gcs.name}/{bad}")):
         report.raise_for_failures()
     assert bad not in list_prefix(make_client().bucket(faulty_gcs.name), PREFIX, FAST)
@@ -256,7 +256,7 @@ def test_flow_fails_after_task_retries_naming_the_object(prefect_server, faulty_
         workers=4,
         retries=1,
         retry_delay_seconds=0,
-        policy=TINY,
+        policy=BUDGET,
         return_state=True,
     )
     assert state.is_failed()
