@@ -1,0 +1,142 @@
+"""Serve the imgbatch deployments from this process: `python -m deployments.serve`.
+
+`prefect.serve` registers each deployment with the Prefect API (PREFECT_API_URL), then polls
+for its runs and executes each in a subprocess here. Runs started from the UI ("Run",
+"Retry"), the CLI (`prefect deployment run preprocess-images/preprocess -p csv=...`) or a
+schedule all land here. Parameters come from the run: the deployment sets no paths.
+
+A schedule is off unless asked for, and then carries its own parameters:
+    python -m deployments.serve --cron "0 2 * * *" \
+        --params '{"csv": "/data/train.csv", "images": "/data/images", "out": "/data/out"}'
+(or IMGBATCH_PREPROCESS_CRON / IMGBATCH_PREPROCESS_PARAMS). Stop with Ctrl-C or SIGTERM;
+schedules are paused on shutdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from prefect import serve
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.schedules import Cron
+
+PREPROCESS_DEPLOYMENT = "preprocess"
+CRON_ENV = "IMGBATCH_PREPROCESS_CRON"
+PARAMS_ENV = "IMGBATCH_PREPROCESS_PARAMS"
+TIMEZONE_ENV = "IMGBATCH_TIMEZONE"
+REQUIRED_PARAMS = ("csv", "images", "out")
+TAGS = ["imgbatch"]
+
+# (module, flow function, deployment name): other stage flows, served when importable.
+OPTIONAL_FLOWS: tuple[tuple[str, str, str], ...] = (
+    ("flows.upload", "upload_tree", "upload"),
+    ("flows.download", "download_archives", "download"),
+)
+
+
+def preprocess_deployment(
+    cron: str | None = None, timezone: str = "UTC", params: dict[str, Any] | None = None
+) -> RunnerDeployment:
+    """`preprocess-images/preprocess`; on a cron schedule (running with `params`) if given."""
+    from flows.preprocess import preprocess_images
+
+    return preprocess_images.to_deployment(
+        name=PREPROCESS_DEPLOYMENT,
+        schedule=Cron(cron, timezone=timezone, parameters=params or {}) if cron else None,
+        tags=TAGS,
+        description="CSV + images root -> OUT/images.npy, index.parquet, run.json, preview.png. "
+        "Retry on a failed run recomputes only the partitions that are not done.",
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+
+
+def optional_deployments() -> list[RunnerDeployment]:
+    """Deployments of the other stage flows whose modules import."""
+    found = []
+    for module, attr, name in OPTIONAL_FLOWS:
+        try:
+            flow = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            print(f"not serving {name}: {module}.{attr} unavailable ({exc})", file=sys.stderr)
+            continue
+        found.append(
+            flow.to_deployment(name=name, tags=TAGS, entrypoint_type=EntrypointType.MODULE_PATH)
+        )
+    return found
+
+
+def build_deployments(
+    cron: str | None = None,
+    timezone: str = "UTC",
+    params: dict[str, Any] | None = None,
+    only_preprocess: bool = False,
+) -> list[RunnerDeployment]:
+    """Every deployment this process serves."""
+    deployments = [preprocess_deployment(cron, timezone, params)]
+    if not only_preprocess:
+        deployments += optional_deployments()
+    return deployments
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Flags, with environment fallbacks; a schedule needs csv, images and out."""
+    p = argparse.ArgumentParser(
+        prog="python -m deployments.serve",
+        description="Serve the imgbatch deployments against PREFECT_API_URL.",
+    )
+    p.add_argument(
+        "--cron",
+        default=os.environ.get(CRON_ENV) or None,
+        help=f"schedule preprocess runs, e.g. '0 2 * * *' (env {CRON_ENV}; off by default)",
+    )
+    p.add_argument(
+        "--timezone",
+        default=os.environ.get(TIMEZONE_ENV) or "UTC",
+        help=f"IANA timezone of --cron (env {TIMEZONE_ENV}; default UTC)",
+    )
+    p.add_argument(
+        "--params",
+        default=os.environ.get(PARAMS_ENV) or None,
+        help=f"JSON object of flow parameters for scheduled runs (env {PARAMS_ENV})",
+    )
+    p.add_argument(
+        "--only-preprocess", action="store_true", help="serve only preprocess-images/preprocess"
+    )
+    p.add_argument(
+        "--limit", type=int, default=None, help="at most this many flow runs at once here"
+    )
+    p.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=None,
+        help="seconds between looks for new runs (default PREFECT_RUNNER_POLL_FREQUENCY)",
+    )
+    args = p.parse_args(argv)
+    try:
+        args.params = json.loads(args.params) if args.params else None
+    except ValueError as exc:
+        p.error(f"--params is not JSON: {exc}")
+    if args.params is not None and not isinstance(args.params, dict):
+        p.error("--params must be a JSON object")
+    if args.cron:
+        missing = [k for k in REQUIRED_PARAMS if k not in (args.params or {})]
+        if missing:
+            p.error(f"--cron needs --params with {', '.join(missing)}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Register the deployments and execute their runs until interrupted."""
+    args = parse_args(argv)
+    deployments = build_deployments(args.cron, args.timezone, args.params, args.only_preprocess)
+    serve(*deployments, limit=args.limit, query_seconds=args.poll_seconds)
+
+
+if __name__ == "__main__":
+    main()

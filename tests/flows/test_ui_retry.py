@@ -1,0 +1,347 @@
+"""The UI's Retry on a failed deployment run recomputes only the failed partition.
+
+Real parts only: the session's Prefect API server, `python -m deployments.serve` in a
+subprocess (the runner that executes deployment runs), and the exact REST call the Prefect
+3.9 UI's Retry button makes. The fault is real too: a non-empty folder sits where partition
+2's shard must be renamed to, so committing that shard fails (EISDIR) until it is removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from imgbatch.samples import write_csv, write_tree
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOYMENT = "preprocess-images/preprocess"
+FAILED_PARTITIONS_KEY = "imgbatch-failed-partitions"
+N_ROWS, PARTITION_SIZE, BAD = 40, 10, 2
+PARTS = N_ROWS // PARTITION_SIZE
+# What the UI's FlowRunRetryModal sends (prefect/server/ui/assets, `retryFlowRun`): a
+# Scheduled state named AwaitingRetry, through the normal orchestration rules (force false:
+# the server refuses it for a run without a deployment).
+UI_RETRY_BODY = {
+    "state": {"type": "SCHEDULED", "name": "AwaitingRetry", "message": "Retry from the UI"},
+    "force": False,
+}
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """40 real photos under images/ and a CSV naming them: 4 partitions of 10."""
+    root = tmp_path_factory.mktemp("ui-retry-data")
+    paths = write_tree(root / "images", N_ROWS, seed=7)
+    return write_csv(root / "train.csv", paths), root / "images"
+
+
+def params(csv: Path, images: Path, out: Path) -> dict:
+    """Flow parameters shared by the reference and the deployment runs."""
+    return {
+        "csv": str(csv),
+        "images": str(images),
+        "out": str(out),
+        "size": 32,
+        "partition_size": PARTITION_SIZE,
+        "executor": "threads",
+        "workers": 2,
+        "retries": 0,
+    }
+
+
+def shard_files(out: Path, pid: int) -> list[Path]:
+    base = out / "shards" / f"part-{pid:05d}"
+    return [Path(f"{base}.npy"), Path(f"{base}.parquet"), Path(f"{base}.done.json")]
+
+
+def stamps(out: Path, pids: list[int]) -> dict[str, tuple[int, int]]:
+    """(inode, mtime_ns) of every shard file of these partitions: a rewrite changes both."""
+    return {
+        str(p): (p.stat().st_ino, p.stat().st_mtime_ns)
+        for pid in pids
+        for p in shard_files(out, pid)
+    }
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tail(path: Path, n: int = 4000) -> str:
+    return path.read_text(errors="replace")[-n:] if path.exists() else "(no log)"
+
+
+@pytest.fixture
+def served(prefect_server: None, tmp_path: Path) -> Iterator[tuple[subprocess.Popen, Path]]:
+    """`python -m deployments.serve` against the harness API; stopped before the server."""
+    from prefect.settings import PREFECT_API_URL
+
+    log = tmp_path / "serve.log"
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_LOCAL_STORAGE_PATH": str(tmp_path / "results"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("IMGBATCH_PREPROCESS_CRON", None)
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "deployments.serve", "--only-preprocess", "--poll-seconds", "1"],
+            cwd=REPO,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield proc, log
+    finally:
+        if proc.poll() is None:
+            wait_idle(proc.pid)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def flow_run_processes(pid: int) -> list[int]:
+    """Children of the serve process (its flow run processes: `python -m prefect.engine`)."""
+    found = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in children.read_text().split():
+            try:
+                cmd = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if b"resource_tracker" not in cmd:
+                found.append(int(child))
+    return found
+
+
+def wait_idle(pid: int, timeout: float = 30) -> None:
+    """Let the flow run process finish its shutdown before serve is stopped.
+
+    The API shows the run Completed a moment before its process exits; a SIGTERM to serve
+    in that window makes the runner cancel the run (and log it as cancelled).
+    """
+    deadline = time.monotonic() + timeout
+    while flow_run_processes(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def wait_for(what: str, check, proc: subprocess.Popen, log: Path, timeout: float):
+    """Poll `check()` until it returns something truthy; fail early if serve died."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if proc.poll() is not None:
+            pytest.fail(f"serve exited ({proc.returncode}) waiting for {what}:\n{tail(log)}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}; serve log:\n{tail(log)}")
+        time.sleep(0.5)
+
+
+def final_run(client, run_id: UUID, proc: subprocess.Popen, log: Path, timeout: float = 120):
+    def check():
+        run = client.read_flow_run(run_id)
+        return run if run.state is not None and run.state.is_final() else None
+
+    return wait_for(f"flow run {run_id} to finish", check, proc, log, timeout)
+
+
+def partition_states(client, run_id: UUID, run_count: int) -> dict[str, list[str]]:
+    """State names of the partition task runs of one attempt of the flow run, by task name."""
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
+
+    runs = client.read_task_runs(
+        task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[run_id]))
+    )
+    found: dict[str, list[str]] = {}
+    for tr in runs:
+        if tr.name.startswith("partition-") and tr.flow_run_run_count == run_count:
+            found.setdefault(tr.name, []).append(tr.state.name if tr.state else "?")
+    return found
+
+
+def failed_partitions_table(client, run_id: UUID) -> list[dict]:
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+
+    arts = client.read_artifacts(
+        artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[FAILED_PARTITIONS_KEY]),
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
+        )
+    )
+    assert len(arts) == 1, f"expected one {FAILED_PARTITIONS_KEY} artifact, got {len(arts)}"
+    data = arts[0].data
+    return json.loads(data) if isinstance(data, str) else data
+
+
+def test_ui_retry_recomputes_only_the_failed_partition(
+    served: tuple[subprocess.Popen, Path], dataset: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+    from flows.preprocess import preprocess_images
+
+    proc, log = served
+    csv, images = dataset
+    api = PREFECT_API_URL.value()
+
+    # A clean in-process run of the same data: the bytes the retried run must end with.
+    ref = tmp_path / "ref"
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: str(tmp_path / "ref-results")}):
+        state = preprocess_images(**params(csv, images, ref), return_state=True)
+    assert state.is_completed(), state.message
+    ref_run = json.loads((ref / "run.json").read_text())
+
+    # The fault: partition 2's shard cannot be renamed into place.
+    out = tmp_path / "out"
+    blocker = shard_files(out, BAD)[0]
+    blocker.mkdir(parents=True)
+    (blocker / "occupied").write_text("a folder where the shard must go\n")
+
+    with get_client(sync_client=True) as client:
+        deployment = wait_for(
+            f"deployment {DEPLOYMENT}",
+            lambda: _deployment(client),
+            proc,
+            log,
+            timeout=90,
+        )
+        created = client.create_flow_run_from_deployment(
+            deployment.id, parameters=params(csv, images, out)
+        )
+        first = final_run(client, created.id, proc, log)
+        assert first.state.is_failed(), f"{first.state!r}\n{tail(log)}"
+        assert first.run_count == 1
+
+        # First run: the others are committed, 2 is not, nothing assembled, failure listed.
+        others = [p for p in range(PARTS) if p != BAD]
+        assert all(f.is_file() for p in others for f in shard_files(out, p))
+        assert not shard_files(out, BAD)[2].exists()
+        assert not (out / "images.npy").exists()
+        table = failed_partitions_table(client, first.id)
+        assert [row["partition"] for row in table] == [BAD]
+        assert "part-00002.npy" in table[0]["reason"], table
+        before = stamps(out, others)
+
+        # Clear the fault, then press "Retry" the way the UI does (once the failed run's
+        # process is gone, as it is by the time a person clicks).
+        wait_idle(proc.pid)
+        (blocker / "occupied").unlink()
+        blocker.rmdir()
+        time.sleep(0.05)  # a rewrite of the other shards would get a later mtime
+        reply = httpx.post(f"{api}/flow_runs/{first.id}/set_state", json=UI_RETRY_BODY, timeout=30)
+        reply.raise_for_status()
+        assert reply.json()["status"] == "ACCEPT", reply.json()
+        assert client.read_flow_run(first.id).state.name == "AwaitingRetry"
+
+        second = final_run(client, first.id, proc, log)
+        assert second.id == first.id
+        assert second.state.is_completed(), f"{second.state!r}\n{tail(log)}"
+        assert second.run_count == 2, second.run_count
+
+        retry_states = wait_for(
+            "the retry's partition task runs",
+            lambda: _all_final(partition_states(client, first.id, 2)),
+            proc,
+            log,
+            timeout=30,
+        )
+
+    # Only partition 2 was written: the others keep their inode and mtime ...
+    assert stamps(out, others) == before
+    # ... and Prefect shows it computed, the others served from the cache.
+    assert retry_states == {
+        f"partition-{p}": ["Completed" if p == BAD else "Cached"] for p in range(PARTS)
+    }, retry_states
+    assert all(f.is_file() for f in shard_files(out, BAD))
+    done = json.loads(shard_files(out, BAD)[2].read_text())
+    assert done["rows"] == PARTITION_SIZE
+
+    # Output byte-identical to the clean run; run.json describes it.
+    assert sha256(out / "images.npy") == sha256(ref / "images.npy")
+    run = json.loads((out / "run.json").read_text())
+    assert run["images_sha256"] == ref_run["images_sha256"] == sha256(out / "images.npy")
+    assert run["rows"] == N_ROWS and run["partitions"] == PARTS
+    assert run["counts"] == ref_run["counts"] and sum(run["counts"].values()) == N_ROWS
+    assert np.load(out / "images.npy", mmap_mode="r").shape == (N_ROWS, 32, 32, 3)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(out / "index.parquet"), pd.read_parquet(ref / "index.parquet")
+    )
+
+
+def _deployment(client):
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        return client.read_deployment_by_name(DEPLOYMENT)
+    except ObjectNotFound:
+        return None
+
+
+def _all_final(states: dict[str, list[str]]) -> dict[str, list[str]] | None:
+    """The states once every partition's task run of the attempt is recorded as final."""
+    final = {"Completed", "Cached", "Failed", "Crashed", "Cancelled"}
+    if len(states) == PARTS and all(s and s[-1] in final for s in states.values()):
+        return states
+    return None
+
+
+def test_deployment_configs_match_the_flows() -> None:
+    """prefect.yaml and serve.py name real flows, and the example parameters validate.
+
+    (`prefect deploy --prefect-file deployments/prefect.yaml --all` against a live server is
+    what the UI-retry test's serve path stands in for; this keeps the YAML from rotting.)
+    """
+    import yaml
+    from prefect.flows import load_flow_from_entrypoint
+
+    from deployments.serve import PREPROCESS_DEPLOYMENT, build_deployments
+
+    config = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
+    assert config["deployments"], "no deployments in prefect.yaml"
+    names = set()
+    for d in config["deployments"]:
+        assert d["name"] and d["entrypoint"] and d["work_pool"]["name"] == "imgbatch-pool", d
+        path, func = d["entrypoint"].split(":")
+        assert (REPO / path).is_file(), d["entrypoint"]
+        flow = load_flow_from_entrypoint(str(REPO / path) + ":" + func)
+        flow.validate_parameters(d.get("parameters") or {})
+        for schedule in d.get("schedules") or []:
+            assert schedule.get("active") is False, "schedules ship switched off"
+        names.add(f"{flow.name}/{d['name']}")
+    assert DEPLOYMENT in names
+
+    served = build_deployments(only_preprocess=False)
+    assert served[0].name == PREPROCESS_DEPLOYMENT and not served[0].schedules
+    assert f"{served[0].flow_name}/{served[0].name}" == DEPLOYMENT
+    for d in served:
+        module, func = d.entrypoint.rsplit(".", 1)
+        assert module.startswith("flows.") and func, d.entrypoint
