@@ -14,6 +14,7 @@ from prefect import flow, unmapped
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from imgbatch.archive import archive_stem
 from imgbatch.download import WgetOptions, check_requests, ensure_writable, require_wget
 from imgbatch.errors import PermanentError, TransientError, UsageError, is_retryable
 from tasks.download import download_archive, download_limit, extract_downloaded
@@ -40,8 +41,7 @@ def download_archives(
     `tries`, `read_timeout`, `waitretry` go to wget (resume inside one task run); `retries`
     and `retry_delay_seconds` are Prefect's, for transient failures only.
     """
-    jobs = check_requests(urls, sha256)
-    ensure_writable(Path(dest))
+    jobs = check_arguments(urls, dest, sha256, extract)
     options = WgetOptions(tries=tries, waitretry=waitretry, read_timeout=read_timeout)
     fetch = download_archive.with_options(
         retries=retries, retry_delay_seconds=backoff(retry_delay_seconds, retries))
@@ -62,6 +62,19 @@ def download_archives(
         kind = TransientError if any(is_retryable(e) for _, e in failures) else PermanentError
         raise kind(f"{len(failures)} of {len(jobs)} archives failed:\n{lines}")
     return results
+
+
+def check_arguments(urls: list[str], dest: str, sha256: list[str] | None, extract: bool
+                    ) -> list[tuple[str, str, str | None]]:
+    """Everything that can be known wrong before any download starts (UsageError, or
+    PermanentError for a destination that cannot take files)."""
+    jobs = check_requests(urls, sha256)
+    if extract:
+        for _, name, _ in jobs:
+            archive_stem(name)
+    require_wget()
+    ensure_writable(Path(dest))
+    return jobs
 
 
 def _failure(url: str, state: State) -> tuple[str, BaseException]:
@@ -94,15 +107,13 @@ def add_command(sub: argparse._SubParsersAction) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     """Check every argument before any work, run the flow, print one line per archive."""
-    check_requests(args.urls, args.sha256)
-    require_wget()
     for name in ("parallel", "tries"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name} must be 1 or more, got {getattr(args, name)}")
     if args.retries < 0:
         raise UsageError(f"--retries must be 0 or more, got {args.retries}")
     try:
-        ensure_writable(Path(args.dest))
+        check_arguments(args.urls, args.dest, args.sha256, args.extract)
     except PermanentError as exc:
         raise UsageError(f"--dest: {exc}") from None
     run = download_archives.with_options(

@@ -173,6 +173,7 @@ def test_cli_failure_names_url_and_reason(prefect_server, server, tmp_path, caps
     (["notaurl"], "not a downloadable URL"),
     (["http://127.0.0.1/a.tgz", "--sha256", "beef"], "not a sha256"),
     (["http://127.0.0.1/a.tgz", "--parallel", "0"], "--parallel must be 1 or more"),
+    (["http://127.0.0.1/a.zip", "--extract"], "not a tar archive name"),
 ])
 def test_cli_bad_arguments_are_one_line_before_any_work(tmp_path, capsys, argv, message):
     code = main(["download", *argv, "--dest", str(tmp_path / "d")])
