@@ -17,7 +17,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from imgbatch.archive import archive_stem
 from imgbatch.download import WgetOptions, check_requests, ensure_writable, require_wget
 from imgbatch.errors import PermanentError, TransientError, UsageError, is_retryable
-from tasks.download import download_archive, download_limit, extract_downloaded
+from tasks.download import DOWNLOAD_LIMIT, download_archive, extract_downloaded
+from tasks.limits import existing_limit
 from tasks.retry import backoff
 
 # Simultaneous downloads in one flow run (`--parallel`); more rarely helps one link.
@@ -46,7 +47,7 @@ def download_archives(
     fetch = download_archive.with_options(
         retries=retries, retry_delay_seconds=backoff(retry_delay_seconds, retries))
     got = fetch.map([url for url, _, _ in jobs], unmapped(dest), [s for _, _, s in jobs],
-                    unmapped(options), unmapped(download_limit()))
+                    unmapped(options), unmapped(existing_limit(DOWNLOAD_LIMIT)))
     trees = extract_downloaded.map(got, unmapped(dest)) if extract else [None] * len(got)
     results, failures = [], []
     for (url, _, _), fut, tree in zip(jobs, got, trees, strict=True):

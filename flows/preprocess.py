@@ -12,8 +12,7 @@ import sys
 import time
 from contextlib import nullcontext
 
-from prefect import flow, get_client, unmapped
-from prefect.exceptions import ObjectNotFound
+from prefect import flow, unmapped
 from prefect.futures import as_completed
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -30,6 +29,7 @@ from imgbatch.parallel import EXECUTOR_KINDS, resolve
 from imgbatch.shards import done_record
 from imgbatch.spec import RESIZE_MODES, ImageSpec, parse_background
 from imgbatch.storage import open_storage
+from tasks.limits import existing_limit
 from tasks.preprocess import assemble_outputs, plan_run, preprocess_partition
 from tasks.report import ProgressArtifact, publish_summary
 from tasks.retry import backoff
@@ -39,16 +39,6 @@ PARTITIONS_IN_FLIGHT = 8
 # A Prefect global concurrency limit of this name, when it exists, caps partitions across all
 # flow runs (a scheduled run and a UI rerun): `prefect gcl create imgbatch-partitions --limit 4`.
 CONCURRENCY_LIMIT = "imgbatch-partitions"
-
-
-def concurrency_limit() -> str | None:
-    """The limit's name if it exists on the server, else None (no limit)."""
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(CONCURRENCY_LIMIT)
-        except ObjectNotFound:
-            return None
-    return CONCURRENCY_LIMIT
 
 
 def terminal_bar():
@@ -94,7 +84,7 @@ def preprocess_images(
     todo = [p for p in chosen if done_record(out, p.id, p.fingerprint) is None]
     done = [p for p in chosen if p not in todo]
     shared = [unmapped(x) for x in (plan.manifest, images, spec, out, executor, workers)]
-    shared.append(unmapped(concurrency_limit()))
+    shared.append(unmapped(existing_limit(CONCURRENCY_LIMIT)))
     futures = task.with_options(refresh_cache=True).map(todo, *shared) + task.map(done, *shared)
     part_of = {id(f): p for f, p in zip(futures, todo + done, strict=True)}
     results, failures = [], {}

@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from prefect import flow, get_client
-from prefect.exceptions import ObjectNotFound
+from prefect import flow
 
 from imgbatch.errors import UsageError
 from imgbatch.gcs import RetryPolicy
 from imgbatch.transfer import check_upload_args
+from tasks.limits import existing_limit
 from tasks.retry import backoff
 from tasks.upload import upload_files
 
@@ -22,16 +22,6 @@ DEFAULT_WORKERS = 8
 # A Prefect global concurrency limit of this name, when it exists, caps how many uploads run
 # at once across all flow runs (each holds one slot): `prefect gcl create imgbatch-upload -l 1`.
 CONCURRENCY_LIMIT = "imgbatch-upload"
-
-
-def concurrency_limit() -> str | None:
-    """The limit's name if it exists on the server, else None (no limit)."""
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(CONCURRENCY_LIMIT)
-        except ObjectNotFound:
-            return None
-    return CONCURRENCY_LIMIT
 
 
 @flow(name="upload-tree", log_prints=True)
@@ -51,7 +41,7 @@ def upload_tree(
     task = upload_files.with_options(
         retries=retries, retry_delay_seconds=backoff(retry_delay_seconds, retries)
     )
-    summary = task(src_dir, dest, workers, concurrency_limit(), policy)
+    summary = task(src_dir, dest, workers, existing_limit(CONCURRENCY_LIMIT), policy)
     print(
         f"{dest}: uploaded {summary['uploaded']}, skipped {summary['skipped']} already there, "
         f"{summary['bytes_uploaded']:,} bytes sent in {summary['seconds']} s"

@@ -8,31 +8,19 @@ PROGRESS_SECONDS at most.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import asdict
 
-from prefect import get_client, get_run_logger, task
-from prefect.concurrency.sync import concurrency
-from prefect.exceptions import ObjectNotFound
+from prefect import get_run_logger, task
 
 from imgbatch.archive import extract_archive
 from imgbatch.download import WgetOptions, download
+from tasks.limits import slot
 from tasks.retry import JITTER, backoff, retry_unless_permanent
 
 PROGRESS_SECONDS = 10.0
 # A Prefect global concurrency limit of this name, when it exists, caps downloads across all
 # flow runs: `prefect gcl create imgbatch-downloads --limit 2`.
 DOWNLOAD_LIMIT = "imgbatch-downloads"
-
-
-def download_limit() -> str | None:
-    """The limit's name if it exists on the server, else None (no limit beyond the runner)."""
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(DOWNLOAD_LIMIT)
-        except ObjectNotFound:
-            return None
-    return DOWNLOAD_LIMIT
 
 
 @task(
@@ -47,7 +35,7 @@ def download_limit() -> str | None:
 def download_archive(url: str, dest: str, sha256: str | None, options: WgetOptions,
                      limit: str | None = None) -> dict:
     logger = get_run_logger()
-    with concurrency(limit, occupy=1) if limit else nullcontext():
+    with slot(limit):
         got = download(url, dest, sha256=sha256, options=options, on_progress=logger.info,
                        progress_interval=PROGRESS_SECONDS)
     logger.info("%s: %s bytes, sha256 %s%s", got.path, f"{got.size:,}", got.sha256,

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-from contextlib import nullcontext
 
 from prefect import task
-from prefect.concurrency.sync import concurrency
 
 from imgbatch.assemble import assemble
 from imgbatch.partition import run_partition
 from imgbatch.plan import PartitionPlan, Plan, make_plan
 from imgbatch.spec import ImageSpec
 from imgbatch.storage import open_storage
+from tasks.limits import slot
 from tasks.retry import JITTER, backoff, retry_unless_permanent
 
 
@@ -64,7 +63,7 @@ def preprocess_partition(
     limit: str | None,
 ) -> dict:
     """One shard; holds a slot of the global concurrency limit `limit` when it exists."""
-    with concurrency(limit, occupy=1) if limit else nullcontext():
+    with slot(limit):
         return run_partition(part, manifest, open_storage(images), spec, out, executor, workers)
 
 

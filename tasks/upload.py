@@ -8,7 +8,6 @@ progress artifact, the outcome to a markdown summary and a table of failed objec
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 
 from prefect import task
 from prefect.artifacts import (
@@ -17,10 +16,10 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
-from prefect.concurrency.sync import concurrency
 
 from imgbatch.gcs import RetryPolicy
 from imgbatch.transfer import UploadProgress, UploadReport, upload_tree
+from tasks.limits import slot
 from tasks.retry import JITTER, backoff, retry_unless_permanent
 
 SUMMARY_KEY = "imgbatch-upload-summary"
@@ -89,7 +88,7 @@ def upload_files(
 ) -> dict:
     """Sync src_dir to dest; holds a slot of the global concurrency limit `limit` if given."""
     progress = UploadProgressArtifact(dest)
-    with concurrency(limit, occupy=1) if limit else nullcontext():
+    with slot(limit):
         report = upload_tree(src_dir, dest, workers, policy, on_progress=progress.update)
     publish_upload_summary(report)
     report.raise_for_failures()
