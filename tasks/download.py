@@ -15,7 +15,7 @@ from prefect import get_run_logger, task
 from imgbatch.archive import extract_archive
 from imgbatch.download import WgetOptions, download
 from tasks.limits import slot
-from tasks.retry import JITTER, backoff, retry_unless_permanent
+from tasks.retry import retrying
 
 PROGRESS_SECONDS = 10.0
 # A Prefect global concurrency limit of this name, when it exists, caps downloads across all
@@ -26,10 +26,7 @@ DOWNLOAD_LIMIT = "imgbatch-downloads"
 @task(
     name="download-archive",
     task_run_name="download {url}",
-    retries=3,
-    retry_delay_seconds=backoff(10.0, 3),
-    retry_jitter_factor=JITTER,
-    retry_condition_fn=retry_unless_permanent,
+    **retrying(3, 10.0),
     tags=["imgbatch"],
 )
 def download_archive(url: str, dest: str, sha256: str | None, options: WgetOptions,
@@ -45,10 +42,7 @@ def download_archive(url: str, dest: str, sha256: str | None, options: WgetOptio
 
 @task(
     name="extract-archive",
-    retries=2,
-    retry_delay_seconds=backoff(2.0, 2),
-    retry_jitter_factor=JITTER,
-    retry_condition_fn=retry_unless_permanent,
+    **retrying(2, 2.0),
     tags=["imgbatch"],
 )
 def extract_downloaded(downloaded: dict, dest: str) -> dict:

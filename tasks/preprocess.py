@@ -13,7 +13,7 @@ from imgbatch.plan import PartitionPlan, Plan, make_plan
 from imgbatch.spec import ImageSpec
 from imgbatch.storage import open_storage
 from tasks.limits import slot
-from tasks.retry import JITTER, backoff, retry_unless_permanent
+from tasks.retry import retrying
 
 
 def partition_cache_key(context, parameters: dict) -> str:
@@ -30,10 +30,7 @@ def partition_cache_key(context, parameters: dict) -> str:
 
 @task(
     name="plan",
-    retries=3,
-    retry_delay_seconds=backoff(2.0, 3),
-    retry_jitter_factor=JITTER,
-    retry_condition_fn=retry_unless_permanent,
+    **retrying(3, 2.0),
 )
 def plan_run(
     csv: str, column: str, images: str, spec: ImageSpec, partition_size: int, out: str
@@ -44,10 +41,7 @@ def plan_run(
 @task(
     name="preprocess-partition",
     task_run_name="partition-{part.id}",
-    retries=3,
-    retry_delay_seconds=backoff(2.0, 3),
-    retry_jitter_factor=JITTER,
-    retry_condition_fn=retry_unless_permanent,
+    **retrying(3, 2.0),
     cache_key_fn=partition_cache_key,
     persist_result=True,
     tags=["imgbatch"],

@@ -14,6 +14,17 @@ def backoff(first_delay: float, retries: int) -> list[float]:
     return [first_delay * 2**i for i in range(retries)]
 
 
+def retrying(retries: int = 3, first_delay: float = 2.0) -> dict:
+    """@task options every stage uses: exponential backoff with jitter, no retry of
+    permanent errors. Flows override `retries`/`retry_delay_seconds` per run."""
+    return {
+        "retries": retries,
+        "retry_delay_seconds": backoff(first_delay, retries),
+        "retry_jitter_factor": JITTER,
+        "retry_condition_fn": retry_unless_permanent,
+    }
+
+
 def retry_unless_permanent(task: Any, task_run: Any, state: Any) -> bool:
     """retry_condition_fn: a PermanentError or UsageError ends the task at once."""
     exc = state.data if isinstance(state.data, BaseException) else None

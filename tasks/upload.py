@@ -20,7 +20,7 @@ from prefect.artifacts import (
 from imgbatch.gcs import RetryPolicy
 from imgbatch.transfer import UploadProgress, UploadReport, upload_tree
 from tasks.limits import slot
-from tasks.retry import JITTER, backoff, retry_unless_permanent
+from tasks.retry import retrying
 
 SUMMARY_KEY = "imgbatch-upload-summary"
 FAILED_KEY = "imgbatch-upload-failures"
@@ -77,10 +77,7 @@ def publish_upload_summary(report: UploadReport) -> None:
 
 @task(
     name="upload-files",
-    retries=3,
-    retry_delay_seconds=backoff(10.0, 3),
-    retry_jitter_factor=JITTER,
-    retry_condition_fn=retry_unless_permanent,
+    **retrying(3, 10.0),
     tags=["imgbatch"],
 )
 def upload_files(
