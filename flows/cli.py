@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "flows.stats",
     "flows.download",
     "flows.upload",
+    "flows.prepare",
     "flows.demo",
 )
 

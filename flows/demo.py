@@ -1,34 +1,94 @@
 """`imgbatch demo`: the whole job on built-in sample data, then a check of what it wrote.
 
-Sample images are real photos from scikit-image's wheel, plus a few broken files and a
-missing one, so the demo shows flagged rows as well as good ones.
+Real photos from scikit-image's wheel (plus a few broken files and one missing row) are
+packed into two .tar.gz archives and served on 127.0.0.1; the prepare-dataset flow then
+downloads them with wget, verifies and extracts them, and preprocesses the CSV's rows.
+Rerunning the demo reuses everything: same archives, same extraction, cached partitions.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import functools
+import gzip
+import hashlib
+import io
+import tarfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from flows.preprocess import preprocess_images
+from flows.prepare import prepare_dataset
 from imgbatch import samples
 from imgbatch.verify import verify_output
 
+ARCHIVES = ("photos-a", "photos-b")
 
-def make_demo_data(workdir: Path, rows: int) -> tuple[Path, Path]:
-    """Write images and a CSV whose last rows are broken on purpose; return (csv, root)."""
-    root = workdir / "images"
-    paths = samples.write_tree(root, rows - 4)
-    good_jpg = (root / next(p for p in paths if p.endswith(".jpg"))).read_bytes()
-    samples.write_if_changed(root / "broken/empty.jpg", b"")
-    samples.write_if_changed(root / "broken/page.jpg", b"<html><body>404 Not Found</body></html>")
-    samples.write_if_changed(root / "broken/truncated.jpg", good_jpg[: len(good_jpg) // 2])
-    paths += ["broken/empty.jpg", "broken/page.jpg", "broken/truncated.jpg", "gone/missing.jpg"]
-    return samples.write_csv(workdir / "products.csv", paths), root
+
+def make_archives(workdir: Path, rows: int) -> tuple[Path, list[Path]]:
+    """Write the CSV and one .tar.gz per ARCHIVES entry; return (csv, archives).
+
+    The CSV's paths are relative to the folder the archives extract into; its last rows are
+    broken on purpose (empty, HTML, truncated JPEG, missing).
+    """
+    src = workdir / "source"
+    half = (rows - 4) // 2
+    paths = []
+    for i, (name, n) in enumerate(zip(ARCHIVES, (half, rows - 4 - half), strict=True)):
+        paths += [f"{name}/{p}" for p in samples.write_tree(src / name, n, seed=i)]
+    good_jpg = (src / next(p for p in paths if p.endswith(".jpg"))).read_bytes()
+    broken = {
+        "broken/empty.jpg": b"",
+        "broken/page.jpg": b"<html><body>404 Not Found</body></html>",
+        "broken/truncated.jpg": good_jpg[: len(good_jpg) // 2],
+    }
+    for rel, data in broken.items():
+        samples.write_if_changed(src / ARCHIVES[0] / rel, data)
+    paths += [f"{ARCHIVES[0]}/{rel}" for rel in broken] + [f"{ARCHIVES[1]}/gone/missing.jpg"]
+    served = workdir / "served"
+    archives = [served / f"{name}.tar.gz" for name in ARCHIVES]
+    for name, archive in zip(ARCHIVES, archives, strict=True):
+        samples.write_if_changed(archive, tar_gz(src / name))
+    return samples.write_csv(workdir / "products.csv", paths), archives
+
+
+def tar_gz(folder: Path) -> bytes:
+    """A reproducible .tar.gz of folder's files (fixed order, times and owners)."""
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, tarfile.open(
+        fileobj=gz, mode="w"
+    ) as tar:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            info = tarfile.TarInfo(path.relative_to(folder).as_posix())
+            info.size, info.mode = path.stat().st_size, 0o644
+            with path.open("rb") as f:
+                tar.addfile(info, f)
+    return buf.getvalue()
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - base class signature
+        pass
+
+
+@contextmanager
+def serve_folder(folder: Path) -> Iterator[str]:
+    """Serve `folder` over HTTP on 127.0.0.1 (a free port) while the block runs."""
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the pipeline on built-in sample photos and verify it")
+    p = sub.add_parser("demo", help="run the whole job on built-in sample photos and verify it")
     p.add_argument("--workdir", default="demo-run", help="folder for sample data and output")
     p.add_argument("--rows", type=int, default=240, help="CSV rows to generate")
     p.set_defaults(func=run_cli)
@@ -36,20 +96,29 @@ def add_command(sub: argparse._SubParsersAction) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir).resolve()
-    csv, root = make_demo_data(workdir, args.rows)
+    csv, archives = make_archives(workdir, args.rows)
     out = workdir / "out"
-    print(f"sample data: {args.rows} rows in {csv}, images under {root}")
-    state = preprocess_images(
-        csv=str(csv), images=str(root), out=str(out), partition_size=50, return_state=True
-    )
+    print(f"sample data: {args.rows} CSV rows in {csv}; {len(archives)} archives in "
+          f"{archives[0].parent}, served on 127.0.0.1")
+    with serve_folder(archives[0].parent) as base:
+        state = prepare_dataset(
+            urls=[f"{base}/{a.name}" for a in archives],
+            csv=str(csv),
+            work=str(workdir / "work"),
+            out=str(out),
+            sha256=[hashlib.sha256(a.read_bytes()).hexdigest() for a in archives],
+            preprocess={"partition_size": 50},
+            return_state=True,
+        )
     if not state.is_completed():
         print(f"demo failed: {state.message}")
         return 1
     run = verify_output(str(out))
-    print(f"\nverified output in {out}{os.sep}")
+    print(f"\nverified output in {out}/")
     print(f"  images.npy     uint8 {tuple(run['shape'])}, row i = CSV row i, sha256 checked")
     print("  index.parquet  row, image_path, status, error, width, height, partition")
     print(f"  run.json       parameters, counts {run['counts']}, timings")
     print("  preview.png    contact sheet (flagged rows crossed in red)")
     print(f"  shards/        one committed shard per partition ({run['partitions']})")
+    print(f"downloads and extracted trees: {workdir / 'work'}/")
     return 0

@@ -147,15 +147,11 @@ def _one_line(exc: object, state: State) -> str:
     return " ".join(text.split())[:300]
 
 
-def add_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "preprocess",
-        help="standardize every image named by a CSV into OUT/images.npy",
-        description="Run the preprocess-images flow (against PREFECT_API_URL when set, "
-        "else Prefect's embedded local mode).",
-    )
+def add_preprocess_options(p: argparse.ArgumentParser, images: bool = True) -> None:
+    """The preprocess flow's parameters as CLI options (shared with `imgbatch prepare`)."""
     p.add_argument("--csv", required=True, help="CSV manifest, one row per image")
-    p.add_argument("--images", required=True, help="images root: a local folder")
+    if images:
+        p.add_argument("--images", required=True, help="images root: a folder or gs://B/P")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--column", default=DEFAULT_COLUMN, help="CSV column with image paths")
     p.add_argument("--size", type=int, default=64, help="output side S (images are S x S x 3)")
@@ -166,6 +162,51 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--background", default="255,255,255", help="alpha background R,G,B")
     p.add_argument("--partitions", default=None, help="only these partitions, e.g. 3,7 or 0-4")
     p.add_argument("--retries", type=int, default=3, help="Prefect retries per partition")
+
+
+def checked_preprocess_params(args: argparse.Namespace) -> dict:
+    """Every option checked before any work (UsageError); the flow's keyword arguments."""
+    spec = ImageSpec(args.size, args.resize_mode, parse_background(args.background))
+    if args.partition_size <= 0:
+        raise UsageError(f"--partition-size must be positive, got {args.partition_size}")
+    if args.retries < 0:
+        raise UsageError(f"--retries must be 0 or more, got {args.retries}")
+    check_csv(args.csv, args.column)
+    resolve(args.executor, args.workers)
+    return {
+        "column": args.column,
+        "size": spec.size,
+        "partition_size": args.partition_size,
+        "workers": args.workers,
+        "executor": args.executor,
+        "resize_mode": spec.resize_mode,
+        "background": spec.background,
+        "partitions": parse_partition_ids(args.partitions) if args.partitions else None,
+        "retries": args.retries,
+    }
+
+
+def report_result(state: State, out: str) -> int:
+    """Print what a completed preprocess run produced; exit code 0."""
+    result = state.result()
+    if isinstance(result, State):
+        result = result.result()
+    print(state.message)
+    if result.get("assembled"):
+        counts = ", ".join(f"{k}={v}" for k, v in result["counts"].items())
+        print(f"images.npy {tuple(result['shape'])} sha256 {result['images_sha256'][:16]}...")
+        print(f"rows by status: {counts}; details in {out}/index.parquet")
+    return 0
+
+
+def add_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "preprocess",
+        help="standardize every image named by a CSV into OUT/images.npy",
+        description="Run the preprocess-images flow (against PREFECT_API_URL when set, "
+        "else Prefect's embedded local mode).",
+    )
+    add_preprocess_options(p)
     p.add_argument(
         "--dask-address",
         default=None,
@@ -176,16 +217,9 @@ def add_command(sub: argparse._SubParsersAction) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    """Check every argument before any work, run the flow, print one line of result."""
-    spec = ImageSpec(args.size, args.resize_mode, parse_background(args.background))
-    if args.partition_size <= 0:
-        raise UsageError(f"--partition-size must be positive, got {args.partition_size}")
-    if args.retries < 0:
-        raise UsageError(f"--retries must be 0 or more, got {args.retries}")
-    check_csv(args.csv, args.column)
+    """Check every argument before any work, run the flow, print the result."""
+    params = checked_preprocess_params(args)
     open_storage(args.images)
-    resolve(args.executor, args.workers)
-    ids = parse_partition_ids(args.partitions) if args.partitions else None
     flow_ = preprocess_images
     if args.dask_address:
         from prefect_dask import DaskTaskRunner
@@ -193,30 +227,8 @@ def run_cli(args: argparse.Namespace) -> int:
         flow_ = preprocess_images.with_options(
             task_runner=DaskTaskRunner(address=args.dask_address)
         )
-    state = flow_(
-        csv=args.csv,
-        images=args.images,
-        out=args.out,
-        column=args.column,
-        size=spec.size,
-        partition_size=args.partition_size,
-        workers=args.workers,
-        executor=args.executor,
-        resize_mode=spec.resize_mode,
-        background=spec.background,
-        partitions=ids,
-        retries=args.retries,
-        return_state=True,
-    )
+    state = flow_(csv=args.csv, images=args.images, out=args.out, return_state=True, **params)
     if not state.is_completed():
         print(f"imgbatch preprocess: failed: {state.message}", file=sys.stderr)
         return 1
-    result = state.result()
-    if isinstance(result, State):
-        result = result.result()
-    print(state.message)
-    if result.get("assembled"):
-        counts = ", ".join(f"{k}={v}" for k, v in result["counts"].items())
-        print(f"images.npy {tuple(result['shape'])} sha256 {result['images_sha256'][:16]}...")
-        print(f"rows by status: {counts}; details in {args.out}/index.parquet")
-    return 0
+    return report_result(state, args.out)

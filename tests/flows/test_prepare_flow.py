@@ -1,0 +1,62 @@
+"""The whole chain as one flow run: wget (with a cut) -> extract -> upload to the GCS emulator
+-> preprocess from gs:// ; the result equals preprocessing the extracted local tree."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from helpers.gcs import gcs, gcs_emulator  # noqa: F401 - fixtures
+from helpers.http_server import serve
+
+from flows.demo import make_archives
+from flows.prepare import prepare_dataset
+from flows.preprocess import preprocess_images
+from imgbatch.verify import verify_output
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def sha(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_prepare_dataset_through_gcs_equals_the_local_tree(tmp_path, gcs):  # noqa: F811
+    csv, archives = make_archives(tmp_path / "data", rows=28)
+    with serve() as server:
+        for a in archives:
+            size = a.stat().st_size
+            server.add(a.name, file=a, cut_at=[size // 2])
+        state = prepare_dataset(
+            urls=[server.url(a.name) for a in archives],
+            csv=str(csv),
+            work=str(tmp_path / "work"),
+            out=str(tmp_path / "out"),
+            sha256=[sha(a) for a in archives],
+            upload_to=gcs.url("images"),
+            preprocess={"partition_size": 10, "retry_delay_seconds": 0},
+            return_state=True,
+        )
+        resumed = [r.range for a in archives for r in server.gets(a.name)]
+    assert state.is_completed(), state.message
+    assert sum(1 for r in resumed if r) == 2, f"each cut download must resume: {resumed}"
+
+    run = verify_output(str(tmp_path / "out"))
+    assert run["params"]["images"] == gcs.url("images")
+    assert run["counts"] == {"ok": 24, "corrupt": 3, "missing": 1}
+    tree = tmp_path / "work/images"
+    local_files = {f"images/{p.relative_to(tree).as_posix()}": p.read_bytes()
+                   for p in tree.rglob("*") if p.is_file()}
+    stored = gcs.objects("images/")
+    assert len(local_files) >= 27 and stored == local_files
+
+    local = preprocess_images(
+        csv=str(csv), images=str(tmp_path / "work/images"), out=str(tmp_path / "local"),
+        partition_size=10, return_state=True,
+    )
+    assert local.is_completed(), local.message
+    assert sha(tmp_path / "out/images.npy") == sha(tmp_path / "local/images.npy")
+    index = pd.read_parquet(tmp_path / "out/index.parquet")
+    assert index["image_path"].tolist() == pd.read_csv(csv)["image_path"].tolist()
