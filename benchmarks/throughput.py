@@ -3,63 +3,95 @@ and the imgbatch core on threads and on processes for 1..all workers.
 
     .venv/bin/python -m benchmarks.throughput [--n 600] [--workers 1,2]
 
-The corpus is real photos (scikit-image's wheel) re-encoded at 300-1500 px: ~70% JPEG (some
-progressive), ~20% RGB PNG, ~10% RGBA PNG. Files are read once before timing (warm cache).
+The corpus is real photos (scikit-image's wheel) re-encoded at 300-1500 px by
+imgbatch.samples (mostly JPEG, a third of them progressive; some RGBA PNG). Each row runs in
+a fresh child process on the same files, read into memory before timing, and reports:
+images/s (wall), images per CPU-second (child and its pool workers), PSNR of its 64x64
+output against the full-resolution Lanczos reference (benchmarks.reference), peak RSS.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
+import json
+import os
+import subprocess
+import sys
 import tempfile
-import time
-from collections.abc import Callable
-from concurrent.futures import Executor
-
-import numpy as np
-import psutil
-from PIL import Image
 
 from imgbatch import parallel, samples
-from imgbatch.partition import compute
+
+CHILD = r"""
+import io, json, sys, time
+import numpy as np, psutil
+from PIL import Image
+from benchmarks.reference import psnr, reference
+from imgbatch import parallel
+from imgbatch.partition import standardize_many
 from imgbatch.spec import ImageSpec
-from imgbatch.storage import LocalStorage
 
+method, workers, root, listing = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+paths = open(listing).read().split()
+blobs = [open(f"{root}/{p}", "rb").read() for p in paths]
+spec = ImageSpec()
+CHUNK = 32
 
-def notebook(data: bytes) -> np.ndarray:
-    """What the original notebook did per image."""
-    return np.array(Image.open(io.BytesIO(data)).convert("RGB").resize((64, 64)))
+def notebook(b):
+    return np.array(Image.open(io.BytesIO(b)).convert("RGB").resize((64, 64)))
 
-
-def decode_only(data: bytes) -> None:
-    """The decoder's own work at the scale imgbatch decodes (JPEG DCT scaling), nothing else."""
-    img = Image.open(io.BytesIO(data))
+def decode_only(b):
+    img = Image.open(io.BytesIO(b))
     if img.format == "JPEG":
         img.draft("RGB", (128, 128))
     img.load()
 
-
-def cpu_seconds() -> float:
-    """CPU time of this process and its live children (process-pool workers)."""
+def cpu():
     me = psutil.Process()
-    total = sum(me.cpu_times()[:2])
-    for child in me.children(recursive=True):
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += sum(child.cpu_times()[:2])
-    return total
+    procs = [me] + me.children(recursive=True)
+    return sum(sum(p.cpu_times()[:2]) for p in procs if p.is_running())
+
+def peak_mb():
+    me = psutil.Process()
+    total = 0
+    for p in [me] + me.children(recursive=True):
+        with open(f"/proc/{p.pid}/status") as f:
+            total += next(int(l.split()[1]) for l in f if l.startswith("VmHWM"))
+    return total / 1024
+
+outputs = None
+if method == "notebook":
+    run = lambda: [notebook(b) for b in blobs]
+elif method == "decode-only":
+    run = lambda: [decode_only(b) for b in blobs]
+else:
+    pool = parallel.decode_pool(method, workers)
+    list(pool.map(standardize_many, [blobs[:4]] * workers, [spec] * workers))  # warm workers
+    def run():
+        chunks = [blobs[i:i + CHUNK] for i in range(0, len(blobs), CHUNK)]
+        return [a for arr, _ in pool.map(standardize_many, chunks, [spec] * len(chunks))
+                for a in arr]
+c0, t0 = cpu(), time.perf_counter()
+outputs = run()
+wall, used = time.perf_counter() - t0, cpu() - c0
+peak = peak_mb()
+quality = None
+if outputs is not None and outputs[0] is not None:
+    quality = float(np.mean([psnr(o, reference(b, spec)) for o, b in zip(outputs[:150], blobs)]))
+print(json.dumps({"rate": len(blobs) / wall, "per_cpu": len(blobs) / used, "psnr": quality,
+                  "peak_mb": peak}))
+parallel.shutdown()
+"""
 
 
-def timed(fn: Callable[[], object], n: int) -> tuple[float, float]:
-    """(images per second, images per CPU-second)."""
-    c0, t0 = cpu_seconds(), time.perf_counter()
-    fn()
-    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
-    return n / wall, n / max(cpu, 1e-9)
-
-
-def run_pool(paths: list[str], storage: LocalStorage, pool: Executor) -> None:
-    compute(paths, storage, ImageSpec(), pool, parallel.io_pool())
+def measure(method: str, workers: int, root: str, listing: str) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, method, str(workers), root, listing],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -72,35 +104,37 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = samples.write_tree(tmp, args.n, seed=1)
-        storage = LocalStorage(tmp)
-        blobs = [storage.read(p) for p in paths]
-        mb = sum(map(len, blobs)) / 1e6
-        print(
-            f"corpus: {args.n} images, {mb:.0f} MB, "
-            f"{sum(p.endswith('.jpg') for p in paths)} JPEG; machine: {cores} cores\n"
-        )
-        rows = []
-        base, base_cpu = timed(lambda: [notebook(b) for b in blobs], len(blobs))
-        rows.append(("notebook baseline", 1, base, base_cpu))
-        rows.append(
-            ("decode-only ceiling", 1, *timed(lambda: [decode_only(b) for b in blobs], len(blobs)))
-        )
-        one = {}
+        listing = os.path.join(tmp, "paths.txt")
+        with open(listing, "w") as f:
+            f.write("\n".join(paths))
+        mb = sum(os.path.getsize(os.path.join(tmp, p)) for p in paths) / 1e6
+        jpeg = sum(p.endswith(".jpg") for p in paths)
+        rows = [
+            ("notebook baseline", 1, measure("notebook", 1, tmp, listing)),
+            ("decode-only ceiling", 1, measure("decode-only", 1, tmp, listing)),
+        ]
         for kind in ("threads", "processes"):
-            for w in counts:
-                pool = parallel.decode_pool(kind, w)
-                run_pool(paths[: 4 * w], storage, pool)  # start workers, import modules
-                rate, per_cpu = timed(lambda pool=pool: run_pool(paths, storage, pool), len(paths))
-                one.setdefault(kind, rate)
-                rows.append((f"imgbatch {kind}", w, rate, per_cpu))
-        parallel.shutdown()
+            rows += [(f"imgbatch {kind}", w, measure(kind, w, tmp, listing)) for w in counts]
 
-    print("| method | workers | img/s | img per CPU-s | x baseline | x 1 worker |")
-    print("|---|---|---|---|---|---|")
-    for name, w, rate, per_cpu in rows:
-        kind = name.split()[-1]
-        scale = f"{rate / one[kind]:.2f}" if kind in one else "-"
-        print(f"| {name} | {w} | {rate:.0f} | {per_cpu:.0f} | {rate / base:.2f} | {scale} |")
+    print(
+        f"corpus: {args.n} images, {mb:.0f} MB, {jpeg} JPEG + {args.n - jpeg} PNG; "
+        f"machine: {cores} cores\n"
+    )
+    base = rows[0][2]
+    ceiling = rows[1][2]
+    one = {name: r["rate"] for name, w, r in rows if w == 1}
+    print(
+        "| method | workers | img/s | x baseline | x 1 worker | img per CPU-s | "
+        "per CPU-s / ceiling | PSNR dB | peak RSS MB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, w, r in rows:
+        quality = f"{r['psnr']:.1f}" if r["psnr"] is not None else "-"
+        print(
+            f"| {name} | {w} | {r['rate']:.0f} | {r['rate'] / base['rate']:.2f} | "
+            f"{r['rate'] / one[name]:.2f} | {r['per_cpu']:.0f} | "
+            f"{r['per_cpu'] / ceiling['per_cpu']:.0%} | {quality} | {r['peak_mb']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

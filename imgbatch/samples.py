@@ -72,16 +72,16 @@ def varied_image(
 ) -> tuple[bytes, str]:
     """One realistic file: a real photo rescaled/cropped, as JPEG (some progressive) or PNG.
 
-    Returns (bytes, extension). About 80% JPEG (a third progressive), 10% RGB PNG and 10%
-    RGBA PNG: product-photo datasets are mostly JPEG, with some transparent PNGs.
+    Returns (bytes, extension). About 90% JPEG (a third progressive), 7.5% RGBA PNG and
+    2.5% RGB PNG: product-photo datasets are mostly JPEG, with some transparent PNGs.
     """
     kind = rng.random()
-    src = rng.choice(rgba_photos() if kind >= 0.9 else photos())
+    src = rng.choice(rgba_photos() if 0.9 <= kind < 0.975 else photos())
     long_side = rng.randint(min_side, max_side)
     w, h = src.size
     scale = long_side / max(w, h)
     img = src.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BICUBIC)
-    if kind < 0.8:
+    if kind < 0.9:
         return encode(
             img, "JPEG", quality=rng.choice((75, 85, 92)), progressive=rng.random() < 0.3
         ), "jpg"
