@@ -70,12 +70,20 @@ def io_pool(workers: int = IO_WORKERS) -> Executor:
     return _get("io", workers)
 
 
-def discard(kind: str, workers: int) -> None:
-    """Drop a broken pool (a worker process died) so the next call builds a fresh one."""
+def discard(kind: str, workers: int, pool: Executor) -> None:
+    """Drop `pool` after one of its worker processes died, so the next call builds afresh.
+
+    Only that pool: a partition noticing late must not shut down the fresh pool another
+    partition's retry already built. Its surviving workers are killed, since a worker that
+    started while the pool was being marked broken is never terminated and would keep the
+    interpreter from exiting.
+    """
     with _lock:
-        pool = _pools.pop((kind, workers), None)
-    if pool is not None:
-        pool.shutdown(wait=False, cancel_futures=True)
+        if _pools.get((kind, workers)) is pool:
+            del _pools[(kind, workers)]
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 @atexit.register

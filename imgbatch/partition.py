@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import CancelledError, Executor, Future
 from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
@@ -101,13 +101,16 @@ def run_partition(
     t0 = time.perf_counter()
     paths = read_rows(manifest, part.id)
     kind, n = parallel.resolve(executor, workers)
+    cpu = parallel.decode_pool(kind, n)
     try:
-        images, outcomes = compute(
-            paths, storage, spec, parallel.decode_pool(kind, n), parallel.io_pool()
-        )
+        images, outcomes = compute(paths, storage, spec, cpu, parallel.io_pool())
     except BrokenProcessPool as exc:
-        parallel.discard(kind, n)
+        parallel.discard(kind, n, cpu)
         raise TransientError(f"a decode worker process died: {exc}") from exc
+    except (CancelledError, RuntimeError) as exc:
+        if not isinstance(exc, CancelledError) and "shutdown" not in str(exc):
+            raise
+        raise TransientError(f"the decode pool was replaced mid-partition: {exc}") from exc
     index = pd.DataFrame(
         {
             "row": np.arange(part.start, part.stop, dtype=np.int64),

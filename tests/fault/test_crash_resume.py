@@ -249,7 +249,7 @@ def fresh_process_pool() -> Iterator[set[int]]:
     At teardown, kill decode workers the test left behind, so a stuck one cannot hang the
     session at exit.
     """
-    parallel.discard("processes", 2)
+    parallel.shutdown()
     me = psutil.Process()
     existing = {p.pid for p in me.children(recursive=True)}
     yield existing
