@@ -330,7 +330,7 @@ def test_decode_worker_killed_mid_partition_is_retried(
     flow_run_id = state.state_details.flow_run_id
     wait_for(lambda: bool(retried_partitions(flow_run_id)), 30, "a retried partition")
 
-    real_discard("processes", 2)  # shut the live pool down: now every worker should exit
+    parallel.shutdown()  # shut the live pool down: now every worker should exit
     deadline = time.monotonic() + 20
     while (alive := decode_workers(me, fresh_process_pool)) and time.monotonic() < deadline:
         time.sleep(0.05)
