@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +34,34 @@ def atomic_path(path: str) -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+_TEMP = re.compile(r"\.tmp-(\d+)-[0-9a-f]{8}$")
+
+
+def remove_stale_temps(folder: str) -> list[str]:
+    """Delete temp files left by writers that were killed (their pid no longer runs)."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        m = _TEMP.search(name)
+        if m and not _pid_alive(int(m.group(1))):
+            os.unlink(os.path.join(folder, name))
+            removed.append(name)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_json(path: str, doc: dict) -> None:

@@ -18,8 +18,9 @@ import pyarrow.parquet as pq
 
 from imgbatch import __version__
 from imgbatch.errors import UsageError
-from imgbatch.files import atomic_path
+from imgbatch.files import atomic_path, remove_stale_temps
 from imgbatch.manifest import partitions, read_paths
+from imgbatch.shards import SHARDS_DIR
 from imgbatch.spec import ImageSpec
 from imgbatch.storage import Storage
 
@@ -86,6 +87,8 @@ def make_plan(
     parts = partitions(len(paths), partition_size)
     identities = storage.identities(paths)
     os.makedirs(out, exist_ok=True)
+    for folder in (out, os.path.join(out, SHARDS_DIR)):
+        remove_stale_temps(folder)
     manifest = os.path.join(out, MANIFEST_NAME)
     table = pa.table(
         {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +182,17 @@ def test_ragged_last_partition_and_partition_records(make_dataset, tmp_path):
     assert [(p.start, p.stop) for p in plan.partitions] == [(0, 10), (10, 20), (20, 23)]
     assert [s["rows"] for s in summaries] == [10, 10, 3]
     assert len({p.fingerprint for p in plan.partitions}) == 3
+
+
+def test_a_new_run_removes_temp_files_of_killed_writers_only(make_dataset, tmp_path):
+    csv, root, _ = make_dataset(5)
+    shards_dir = tmp_path / "out" / "shards"
+    shards_dir.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = shards_dir / f"part-00000.npy.tmp-{dead}-0123abcd"
+    live = shards_dir / f"part-00000.npy.tmp-{os.getpid()}-4567cdef"
+    stale.write_bytes(b"half a shard")
+    live.write_bytes(b"being written right now")
+    make_plan(csv, "image_path", open_storage(root), ImageSpec(), 10, str(tmp_path / "out"))
+    assert not stale.exists() and live.exists()
