@@ -39,26 +39,25 @@ def _data_dir() -> Path:
     return Path(skimage.__file__).parent / "data"
 
 
+def _load(names: tuple[str, ...], mode: str) -> tuple[Image.Image, ...]:
+    d = _data_dir()
+    out = []
+    for name in names:
+        with Image.open(d / name) as im:
+            out.append(im.convert(mode))
+    return tuple(out)
+
+
 @cache
 def photos() -> tuple[Image.Image, ...]:
     """The real colour photos, decoded once (RGB)."""
-    d = _data_dir()
-    out = []
-    for name in PHOTO_FILES:
-        with Image.open(d / name) as im:
-            out.append(im.convert("RGB"))
-    return tuple(out)
+    return _load(PHOTO_FILES, "RGB")
 
 
 @cache
 def rgba_photos() -> tuple[Image.Image, ...]:
     """Real images with an alpha channel (RGBA)."""
-    d = _data_dir()
-    out = []
-    for name in RGBA_FILES:
-        with Image.open(d / name) as im:
-            out.append(im.convert("RGBA"))
-    return tuple(out)
+    return _load(RGBA_FILES, "RGBA")
 
 
 def encode(img: Image.Image, fmt: str, **params) -> bytes:
