@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import google_crc32c
@@ -147,7 +146,7 @@ def file_crc32c(path: str) -> str:
 
 def local_files(src_dir: str | os.PathLike, prefix: str) -> list[LocalFile]:
     """Regular files under src_dir (symlinks are not followed), in name order."""
-    root = Path(src_dir)
+    root = os.path.join(os.fspath(src_dir), "")
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
@@ -155,7 +154,7 @@ def local_files(src_dir: str | os.PathLike, prefix: str) -> list[LocalFile]:
             full = os.path.join(dirpath, fn)
             st = os.lstat(full)
             if stat.S_ISREG(st.st_mode):
-                rel = Path(full).relative_to(root).as_posix()
+                rel = full[len(root) :].replace(os.sep, "/")
                 out.append(LocalFile(full, object_name(prefix, rel), st.st_size))
     return out
 
@@ -192,17 +191,39 @@ def upload_tree(
     remote = list_prefix(bucket, prefix, policy)
     report = UploadReport(bucket_name, f"{SCHEME}{bucket_name}/{prefix}".rstrip("/"))
     progress = UploadProgress(0, len(files), 0, sum(f.size for f in files))
+
+    def record(outcome: FileOutcome) -> None:
+        report.add(outcome)
+        progress.files_done += 1
+        progress.bytes_done += outcome.size
+        if on_progress is not None:
+            on_progress(progress)
+
+    pending = []
+    for f in files:  # the common rerun case, decided here without a thread hop per file
+        listed = remote.get(f.name)
+        if listed and listed["size"] == f.size and _readable_intact(f, listed):
+            record(FileOutcome(f.name, f.size, "skipped"))
+        else:
+            pending.append(f)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload") as pool:
-        futures = [pool.submit(sync_file, bucket, f, remote.get(f.name), policy) for f in files]
+        futures = [pool.submit(sync_file, bucket, f, remote.get(f.name), policy) for f in pending]
         for fut in as_completed(futures):
-            outcome = fut.result()
-            report.add(outcome)
-            progress.files_done += 1
-            progress.bytes_done += outcome.size
-            if on_progress is not None:
-                on_progress(progress)
+            record(fut.result())
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def intact(listed: dict | None, size: int, crc: str) -> bool:
+    """The listed object already holds these bytes (same size and crc32c)."""
+    return bool(listed) and listed["size"] == size and listed["crc32c"] == crc
+
+
+def _readable_intact(f: LocalFile, listed: dict) -> bool:
+    try:
+        return intact(listed, f.size, file_crc32c(f.path))
+    except OSError:
+        return False  # sync_file reports the read failure
 
 
 def sync_file(
@@ -213,7 +234,7 @@ def sync_file(
         crc = file_crc32c(f.path)
     except OSError as exc:
         return FileOutcome(f.name, f.size, "failed", f"cannot read {f.path}: {exc}", permanent=True)
-    if listed and listed["size"] == f.size and listed["crc32c"] == crc:
+    if intact(listed, f.size, crc):
         return FileOutcome(f.name, f.size, "skipped")
     sender = _Sender(bucket, f, crc, listed["generation"] if listed else 0, policy)
     uri = f"{SCHEME}{bucket.name}/{f.name}"
