@@ -55,8 +55,9 @@ def run(size_mb: int, cuts: int, via: str, workdir: Path) -> list[tuple[str, str
         if via == "flow":
             from flows.download import download_archives
 
-            got = download_archives([url], str(dest), sha256=[expected], tries=tries,
-                                    waitretry=WAITRETRY, retries=0)[0]
+            got = download_archives(
+                [url], str(dest), sha256=[expected], tries=tries, waitretry=WAITRETRY, retries=0
+            )[0]
         else:
             options = WgetOptions(tries=tries, waitretry=WAITRETRY)
             got = asdict(download(url, dest, sha256=expected, options=options))
@@ -67,15 +68,22 @@ def run(size_mb: int, cuts: int, via: str, workdir: Path) -> list[tuple[str, str
     return [
         ("file", f"{size:,} bytes of random data (made in {t_make:.1f} s)"),
         ("connection cut at", ", ".join(f"{o:,}" for o in offsets)),
-        ("run through", "download-archives flow, Prefect retries=0" if via == "flow"
-         else "imgbatch.download.download (wget runner, no Prefect)"),
+        (
+            "run through",
+            "download-archives flow, Prefect retries=0"
+            if via == "flow"
+            else "imgbatch.download.download (wget runner, no Prefect)",
+        ),
         ("wget settings", f"--tries={tries} --waitretry={WAITRETRY:g} (default read timeout)"),
         ("wget runs", str(got["wget_runs"])),
         ("HTTP requests", ", ".join(f"{r.status} {r.range or 'full'}" for r in gets)),
         ("bytes sent by server", f"{sent:,} ({sent / size:.3f} x the file)"),
         ("sha256 verified", f"{'yes' if ok else 'NO'} ({got['sha256'][:16]}...)"),
-        ("wall time", f"{seconds:.1f} s ({size / seconds / 1e6:,.0f} MB/s incl. verify"
-         + (" and Prefect start-up)" if via == "flow" else ")")),
+        (
+            "wall time",
+            f"{seconds:.1f} s ({size / seconds / 1e6:,.0f} MB/s incl. verify"
+            + (" and Prefect start-up)" if via == "flow" else ")"),
+        ),
     ]
 
 

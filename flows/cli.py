@@ -39,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"imgbatch {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("imgbatch: interrupted; rerun the same command to pick up where it stopped",
-              file=sys.stderr)
+        print(
+            "imgbatch: interrupted; rerun the same command to pick up where it stopped",
+            file=sys.stderr,
+        )
         return 130
 
 

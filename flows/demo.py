@@ -57,9 +57,10 @@ def make_archives(workdir: Path, rows: int) -> tuple[Path, list[Path]]:
 def tar_gz(folder: Path) -> bytes:
     """A reproducible .tar.gz of folder's files (fixed order, times and owners)."""
     buf = io.BytesIO()
-    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, tarfile.open(
-        fileobj=gz, mode="w"
-    ) as tar:
+    with (
+        gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w") as tar,
+    ):
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             info = tarfile.TarInfo(path.relative_to(folder).as_posix())
             info.size, info.mode = path.stat().st_size, 0o644
@@ -98,8 +99,10 @@ def run_cli(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir).resolve()
     csv, archives = make_archives(workdir, args.rows)
     out = workdir / "out"
-    print(f"sample data: {args.rows} CSV rows in {csv}; {len(archives)} archives in "
-          f"{archives[0].parent}, served on 127.0.0.1")
+    print(
+        f"sample data: {args.rows} CSV rows in {csv}; {len(archives)} archives in "
+        f"{archives[0].parent}, served on 127.0.0.1"
+    )
     with serve_folder(archives[0].parent) as base:
         state = prepare_dataset(
             urls=[f"{base}/{a.name}" for a in archives],

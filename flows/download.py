@@ -45,9 +45,15 @@ def download_archives(
     jobs = check_arguments(urls, dest, sha256, extract)
     options = WgetOptions(tries=tries, waitretry=waitretry, read_timeout=read_timeout)
     fetch = download_archive.with_options(
-        retries=retries, retry_delay_seconds=backoff(retry_delay_seconds, retries))
-    got = fetch.map([url for url, _, _ in jobs], unmapped(dest), [s for _, _, s in jobs],
-                    unmapped(options), unmapped(existing_limit(DOWNLOAD_LIMIT)))
+        retries=retries, retry_delay_seconds=backoff(retry_delay_seconds, retries)
+    )
+    got = fetch.map(
+        [url for url, _, _ in jobs],
+        unmapped(dest),
+        [s for _, _, s in jobs],
+        unmapped(options),
+        unmapped(existing_limit(DOWNLOAD_LIMIT)),
+    )
     trees = extract_downloaded.map(got, unmapped(dest)) if extract else [None] * len(got)
     results, failures = [], []
     for (url, _, _), fut, tree in zip(jobs, got, trees, strict=True):
@@ -65,8 +71,9 @@ def download_archives(
     return results
 
 
-def check_arguments(urls: list[str], dest: str, sha256: list[str] | None, extract: bool
-                    ) -> list[tuple[str, str, str | None]]:
+def check_arguments(
+    urls: list[str], dest: str, sha256: list[str] | None, extract: bool
+) -> list[tuple[str, str, str | None]]:
     """Everything that can be known wrong before any download starts (UsageError, or
     PermanentError for a destination that cannot take files)."""
     jobs = check_requests(urls, sha256)
@@ -97,10 +104,17 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("urls", nargs="+", metavar="URL", help="http(s) or ftp URL of an archive")
     p.add_argument("--dest", required=True, help="folder for the archives (and extracted trees)")
     p.add_argument("--sha256", nargs="+", metavar="HEX", help="expected sha256, one per URL")
-    p.add_argument("--extract", action="store_true",
-                   help="extract each archive to DEST/STEM/ (checked before anything is written)")
-    p.add_argument("--parallel", type=int, default=DOWNLOADS_IN_FLIGHT,
-                   help=f"simultaneous downloads (default {DOWNLOADS_IN_FLIGHT})")
+    p.add_argument(
+        "--extract",
+        action="store_true",
+        help="extract each archive to DEST/STEM/ (checked before anything is written)",
+    )
+    p.add_argument(
+        "--parallel",
+        type=int,
+        default=DOWNLOADS_IN_FLIGHT,
+        help=f"simultaneous downloads (default {DOWNLOADS_IN_FLIGHT})",
+    )
     p.add_argument("--tries", type=int, default=10, help="wget attempts per task run")
     p.add_argument("--retries", type=int, default=3, help="Prefect retries per URL (transient)")
     p.set_defaults(func=run_cli)
@@ -118,9 +132,17 @@ def run_cli(args: argparse.Namespace) -> int:
     except PermanentError as exc:
         raise UsageError(f"--dest: {exc}") from None
     run = download_archives.with_options(
-        task_runner=ThreadPoolTaskRunner(max_workers=args.parallel))
-    state = run(urls=args.urls, dest=args.dest, sha256=args.sha256, extract=args.extract,
-                tries=args.tries, retries=args.retries, return_state=True)
+        task_runner=ThreadPoolTaskRunner(max_workers=args.parallel)
+    )
+    state = run(
+        urls=args.urls,
+        dest=args.dest,
+        sha256=args.sha256,
+        extract=args.extract,
+        tries=args.tries,
+        retries=args.retries,
+        return_state=True,
+    )
     if not state.is_completed():
         exc = state.result(raise_on_failure=False)
         reason = exc if isinstance(exc, BaseException) else state.message

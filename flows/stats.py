@@ -20,8 +20,11 @@ def image_stats(out: str, normalize: bool = False) -> dict:
 def add_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stats", help="exact per-channel mean/std of OUT/images.npy")
     p.add_argument("out", help="output folder of a finished preprocess run")
-    p.add_argument("--normalize", action="store_true",
-                   help="also write OUT/images_f32.npy = (x - mean) / std per channel")
+    p.add_argument(
+        "--normalize",
+        action="store_true",
+        help="also write OUT/images_f32.npy = (x - mean) / std per channel",
+    )
     p.set_defaults(func=run_cli)
 
 

@@ -114,7 +114,8 @@ def verify_archive(archive: str | os.PathLike) -> tuple[int, int]:
                     if got != member.size:
                         raise PermanentError(
                             f"{archive}: damaged archive: member {member.name!r} has {got} of "
-                            f"{member.size} bytes")
+                            f"{member.size} bytes"
+                        )
                     files, nbytes = files + 1, nbytes + got
             # Past the tar end: read on so the compressor checks its trailer (CRC, length).
             _drain(raw)
@@ -175,12 +176,18 @@ def extract_archive(archive: str | os.PathLike, dest_dir: str | os.PathLike) -> 
         raise PermanentError(f"{archive}: no such archive")
     identity = _identity(archive)
     record = _read_marker(marker)
-    if record and record.get("state") == "done" and target.is_dir() and \
-            all(record.get(k) == v for k, v in identity.items()):
+    if (
+        record
+        and record.get("state") == "done"
+        and target.is_dir()
+        and all(record.get(k) == v for k, v in identity.items())
+    ):
         return Extracted(str(archive), str(target), record["files"], record["bytes"], True)
     if record is None and target.exists():
-        raise PermanentError(f"{target} exists and was not made by extracting an archive: "
-                             "move it away or choose another destination")
+        raise PermanentError(
+            f"{target} exists and was not made by extracting an archive: "
+            "move it away or choose another destination"
+        )
 
     shutil.rmtree(staging, ignore_errors=True)  # a crashed run's leftovers: start clean
     files, nbytes = verify_archive(archive)  # refuses bad members before anything is written

@@ -72,8 +72,15 @@ def run_wget(argv: list[str], on_line: LineSink) -> int:
     """Run wget as a subprocess, streaming its stderr line by line (C locale: parseable)."""
     env = {**os.environ, "LC_ALL": "C"}
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True, errors="replace", env=env)
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+            env=env,
+        )
     except FileNotFoundError:
         raise UsageError(_MISSING.format(argv[0])) from None
     with proc:
@@ -125,8 +132,9 @@ def check_sha256(value: str) -> str:
     return value
 
 
-def check_requests(urls: Sequence[str], sha256: Sequence[str] | None = None
-                   ) -> list[tuple[str, str, str | None]]:
+def check_requests(
+    urls: Sequence[str], sha256: Sequence[str] | None = None
+) -> list[tuple[str, str, str | None]]:
     """(url, file name, sha256) per URL; raises UsageError before any work is done."""
     if not urls:
         raise UsageError("no URL given")
@@ -308,8 +316,7 @@ def download(
         problem, digest = _verify(part, log, sha256)
         if problem is None:
             os.replace(part, final)
-            return Downloaded(url, str(final), final.stat().st_size, digest, run,
-                              tuple(responses))
+            return Downloaded(url, str(final), final.stat().st_size, digest, run, tuple(responses))
         part.unlink(missing_ok=True)
         spliced = had_partial or any(s in (206, 416) for s in log.statuses)
         if not spliced:

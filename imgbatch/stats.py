@@ -65,12 +65,18 @@ class ChannelStats:
     def std(self) -> list[float]:
         """Population std from exact integers: (n*sum_sq - sum^2) / n^2, no cancellation."""
         n = self.count
-        return [((n * q - s * s) / (n * n)) ** 0.5 for s, q in zip(self.sums, self.sums_sq,
-                                                                    strict=True)]
+        return [
+            ((n * q - s * s) / (n * n)) ** 0.5 for s, q in zip(self.sums, self.sums_sq, strict=True)
+        ]
 
     def to_dict(self) -> dict:
-        return {"pixels_per_channel": self.count, "mean": self.mean, "std": self.std,
-                "scale": "0-255", "rows": "ok only"}
+        return {
+            "pixels_per_channel": self.count,
+            "mean": self.mean,
+            "std": self.std,
+            "scale": "0-255",
+            "rows": "ok only",
+        }
 
 
 def _blocks(path: str):

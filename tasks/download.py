@@ -29,14 +29,26 @@ DOWNLOAD_LIMIT = "imgbatch-downloads"
     **retrying(3, 10.0),
     tags=["imgbatch"],
 )
-def download_archive(url: str, dest: str, sha256: str | None, options: WgetOptions,
-                     limit: str | None = None) -> dict:
+def download_archive(
+    url: str, dest: str, sha256: str | None, options: WgetOptions, limit: str | None = None
+) -> dict:
     logger = get_run_logger()
     with slot(limit):
-        got = download(url, dest, sha256=sha256, options=options, on_progress=logger.info,
-                       progress_interval=PROGRESS_SECONDS)
-    logger.info("%s: %s bytes, sha256 %s%s", got.path, f"{got.size:,}", got.sha256,
-                " (already there)" if got.skipped else "")
+        got = download(
+            url,
+            dest,
+            sha256=sha256,
+            options=options,
+            on_progress=logger.info,
+            progress_interval=PROGRESS_SECONDS,
+        )
+    logger.info(
+        "%s: %s bytes, sha256 %s%s",
+        got.path,
+        f"{got.size:,}",
+        got.sha256,
+        " (already there)" if got.skipped else "",
+    )
     return asdict(got)
 
 

@@ -63,7 +63,11 @@ def preprocess_partition(
 
 @task(name="assemble")
 def assemble_outputs(
-    out: str, parts: list[PartitionPlan], n_rows: int, spec: ImageSpec, params: dict,
+    out: str,
+    parts: list[PartitionPlan],
+    n_rows: int,
+    spec: ImageSpec,
+    params: dict,
     timings: dict,
 ) -> dict:
     return assemble(out, parts, n_rows, spec, params, timings)

@@ -53,8 +53,11 @@ def publish_summary(
         *(f"| {k} | {v} |" for k, v in sorted(counts.items())),
     ]
     if run:
-        lines += ["", f"- images.npy shape {run['shape']}, sha256 `{run['images_sha256']}`",
-                  f"- preview: `{out}/preview.png`"]
+        lines += [
+            "",
+            f"- images.npy shape {run['shape']}, sha256 `{run['images_sha256']}`",
+            f"- preview: `{out}/preview.png`",
+        ]
     create_markdown_artifact("\n".join(lines), key=SUMMARY_KEY, description="preprocess summary")
     if failures:
         create_table_artifact(

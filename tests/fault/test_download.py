@@ -46,12 +46,12 @@ def test_cut_mid_body_resumes_within_one_wget_run(server, data, tmp_path):
         argvs.append(argv)
         return run_wget(argv, on_line)
 
-    got = download(server.url("a.tar.gz"), tmp_path, sha256=sha(data), options=FAST,
-                   runner=recording_runner)
+    got = download(
+        server.url("a.tar.gz"), tmp_path, sha256=sha(data), options=FAST, runner=recording_runner
+    )
 
     assert (tmp_path / "a.tar.gz").read_bytes() == data and got.sha256 == sha(data)
-    assert [r.range for r in server.gets("a.tar.gz")] == [None, "bytes=500000-",
-                                                         "bytes=1200000-"]
+    assert [r.range for r in server.gets("a.tar.gz")] == [None, "bytes=500000-", "bytes=1200000-"]
     assert got.responses == (200, 206, 206) and got.wget_runs == 1
     assert server.bytes_sent == SIZE  # nothing fetched twice
     assert not (tmp_path / "a.tar.gz.part").exists()
@@ -100,8 +100,9 @@ def test_oversized_partial_already_fully_retrieved_is_refetched(server, data, tm
 
 
 @pytest.mark.parametrize("stale_size", [SIZE, 800_000])
-def test_stale_partial_of_other_content_fails_sha_and_is_refetched(server, data, tmp_path,
-                                                                   stale_size):
+def test_stale_partial_of_other_content_fails_sha_and_is_refetched(
+    server, data, tmp_path, stale_size
+):
     (tmp_path / "a.tgz.part").write_bytes(os.urandom(stale_size))  # an older remote version
     server.add("a.tgz", data)
 
@@ -132,8 +133,12 @@ def test_client_errors_are_permanent_and_not_retried(server, tmp_path, status):
 
 def test_503_twice_then_ok_is_retried_with_backoff(server, data, tmp_path):
     server.add("a.tgz", data, fail_times=2)
-    got = download(server.url("a.tgz"), tmp_path, sha256=sha(data),
-                   options=WgetOptions(tries=3, waitretry=1, read_timeout=1))
+    got = download(
+        server.url("a.tgz"),
+        tmp_path,
+        sha256=sha(data),
+        options=WgetOptions(tries=3, waitretry=1, read_timeout=1),
+    )
     gets = server.gets("a.tgz")
     assert [r.status for r in gets] == [503, 503, 200] and got.responses == (503, 503, 200)
     assert gets[1].at - gets[0].at >= 0.9 and gets[2].at - gets[1].at >= 0.9  # wget waited
@@ -151,8 +156,11 @@ def test_stalled_server_hits_read_timeout_in_bounded_time(server, data, tmp_path
     server.add("slow.tgz", data, stall_after=100_000, stall_seconds=5)
     start = time.monotonic()
     with pytest.raises(TransientError, match="timed out") as err:
-        download(server.url("slow.tgz"), tmp_path,
-                 options=WgetOptions(tries=2, waitretry=0, read_timeout=1))
+        download(
+            server.url("slow.tgz"),
+            tmp_path,
+            options=WgetOptions(tries=2, waitretry=0, read_timeout=1),
+        )
     assert time.monotonic() - start < 4.5  # 2 tries x 1 s, never the server's 5 s stall
     assert server.url("slow.tgz") in str(err.value)
     assert [r.range for r in server.gets("slow.tgz")] == [None, "bytes=100000-"]
@@ -210,10 +218,20 @@ def test_verified_file_is_not_fetched_again(server, data, tmp_path):
 def test_progress_lines_are_throttled(server, tmp_path):
     server.add("big.tgz", os.urandom(10 << 20))
     every, throttled = [], []
-    download(server.url("big.tgz"), tmp_path / "a", options=FAST, on_progress=every.append,
-             progress_interval=0)
-    download(server.url("big.tgz"), tmp_path / "b", options=FAST,
-             on_progress=throttled.append, progress_interval=3600)
+    download(
+        server.url("big.tgz"),
+        tmp_path / "a",
+        options=FAST,
+        on_progress=every.append,
+        progress_interval=0,
+    )
+    download(
+        server.url("big.tgz"),
+        tmp_path / "b",
+        options=FAST,
+        on_progress=throttled.append,
+        progress_interval=3600,
+    )
 
     def percents(lines):
         return [re.search(r"(\d+)%", line).group(1) for line in lines if "%" in line]
@@ -222,24 +240,37 @@ def test_progress_lines_are_throttled(server, tmp_path):
     assert percents(throttled) == ["30", "100"]  # the first, then only the last
 
 
-@pytest.mark.parametrize("code,status,kind", [
-    (4, None, TransientError), (7, None, TransientError), (3, None, PermanentError),
-    (8, 404, PermanentError), (8, 403, PermanentError), (8, 501, PermanentError),
-    (8, 503, TransientError), (8, 429, TransientError), (8, 500, TransientError),
-    (5, None, PermanentError), (2, None, PermanentError),
-])
+@pytest.mark.parametrize(
+    "code,status,kind",
+    [
+        (4, None, TransientError),
+        (7, None, TransientError),
+        (3, None, PermanentError),
+        (8, 404, PermanentError),
+        (8, 403, PermanentError),
+        (8, 501, PermanentError),
+        (8, 503, TransientError),
+        (8, 429, TransientError),
+        (8, 500, TransientError),
+        (5, None, PermanentError),
+        (2, None, PermanentError),
+    ],
+)
 def test_exit_status_mapping(code, status, kind):
     assert classify_exit(code, status) is kind
 
 
-@pytest.mark.parametrize("urls,sums,message", [
-    (["file:///etc/passwd"], None, "not a downloadable URL"),
-    (["http://127.0.0.1/"], None, "no file name"),
-    (["http://127.0.0.1/a.tgz"], ["abc"], "not a sha256"),
-    (["http://127.0.0.1/a.tgz", "http://127.0.0.1/b.tgz"], ["0" * 64], "one per URL"),
-    (["http://127.0.0.1/x/a.tgz", "http://127.0.0.1/y/a.tgz"], None, "same file: a.tgz"),
-    ([], None, "no URL"),
-])
+@pytest.mark.parametrize(
+    "urls,sums,message",
+    [
+        (["file:///etc/passwd"], None, "not a downloadable URL"),
+        (["http://127.0.0.1/"], None, "no file name"),
+        (["http://127.0.0.1/a.tgz"], ["abc"], "not a sha256"),
+        (["http://127.0.0.1/a.tgz", "http://127.0.0.1/b.tgz"], ["0" * 64], "one per URL"),
+        (["http://127.0.0.1/x/a.tgz", "http://127.0.0.1/y/a.tgz"], None, "same file: a.tgz"),
+        ([], None, "no URL"),
+    ],
+)
 def test_bad_arguments_are_usage_errors(urls, sums, message):
     with pytest.raises(UsageError, match=message):
         check_requests(urls, sums)

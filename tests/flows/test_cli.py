@@ -32,8 +32,9 @@ def test_bad_arguments_fail_before_any_work_with_one_line(
 ):
     csv, root, _ = make_dataset(3)
     out = tmp_path / "out"
-    code = main(args_for(change.get("csv", csv), change.get("root", root), out,
-                         *change.get("extra", [])))
+    code = main(
+        args_for(change.get("csv", csv), change.get("root", root), out, *change.get("extra", []))
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and err.startswith("imgbatch preprocess: error:")
@@ -45,8 +46,21 @@ def test_bad_arguments_fail_before_any_work_with_one_line(
 def test_preprocess_command_succeeds_and_reports_the_output(make_dataset, tmp_path, capsys):
     csv, root, _ = make_dataset(12, extra=["lost.jpg"])
     out = tmp_path / "out"
-    code = main(args_for(csv, root, out, "--size", "32", "--partition-size", "5",
-                         "--resize-mode", "pad", "--background", "0,0,0"))
+    code = main(
+        args_for(
+            csv,
+            root,
+            out,
+            "--size",
+            "32",
+            "--partition-size",
+            "5",
+            "--resize-mode",
+            "pad",
+            "--background",
+            "0,0,0",
+        )
+    )
     stdout = capsys.readouterr().out
     assert code == 0
     assert "images.npy (13, 32, 32, 3)" in stdout and "missing=1" in stdout

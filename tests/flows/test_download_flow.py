@@ -31,8 +31,11 @@ def sha(data: bytes) -> str:
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +58,9 @@ def server():
 def run_logs(state) -> list[str]:
     APILogHandler().flush()  # send queued logs before reading them back
     with get_client(sync_client=True) as client:
-        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(
-            any_=[state.state_details.flow_run_id])))
+        logs = client.read_logs(
+            LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+        )
     return [log.message for log in logs]
 
 
@@ -66,9 +70,14 @@ def test_downloads_verifies_and_extracts(prefect_server, server, photos, tmp_pat
     server.add("test.tar.gz", archive)
     dest = tmp_path / "dl"
 
-    state = download_archives([server.url("train.tar.gz"), server.url("test.tar.gz")],
-                              str(dest), sha256=[sha(archive), sha(archive)], extract=True,
-                              **FAST, return_state=True)
+    state = download_archives(
+        [server.url("train.tar.gz"), server.url("test.tar.gz")],
+        str(dest),
+        sha256=[sha(archive), sha(archive)],
+        extract=True,
+        **FAST,
+        return_state=True,
+    )
 
     assert state.is_completed(), state.message
     results = state.result()
@@ -85,8 +94,9 @@ def test_503_is_retried_by_prefect_with_backoff(prefect_server, server, tmp_path
     server.add("a.tgz", b"payload", fail_times=2)
     options = {**FAST, "tries": 1}  # wget gives up at once: each request is one task run
 
-    state = download_archives([server.url("a.tgz")], str(tmp_path), retries=3, **options,
-                              return_state=True)
+    state = download_archives(
+        [server.url("a.tgz")], str(tmp_path), retries=3, **options, return_state=True
+    )
 
     assert state.is_completed(), state.message
     gets = server.gets("a.tgz")
@@ -100,8 +110,9 @@ def test_404_fails_at_once_and_others_still_complete(prefect_server, server, tmp
     server.add("ok.tgz", b"fine")
     missing = server.url("missing.tgz")
 
-    state = download_archives([missing, server.url("ok.tgz")], str(tmp_path), retries=3,
-                              **FAST, return_state=True)
+    state = download_archives(
+        [missing, server.url("ok.tgz")], str(tmp_path), retries=3, **FAST, return_state=True
+    )
 
     assert state.is_failed()
     exc = state.result(raise_on_failure=False)
@@ -115,8 +126,9 @@ def test_unwritable_destination_fails_fast(prefect_server, server, tmp_path):
     server.add("a.tgz", b"x")
     (tmp_path / "file").write_text("not a folder")
     start = time.monotonic()
-    state = download_archives([server.url("a.tgz")], str(tmp_path / "file" / "dl"), **FAST,
-                              return_state=True)
+    state = download_archives(
+        [server.url("a.tgz")], str(tmp_path / "file" / "dl"), **FAST, return_state=True
+    )
     assert state.is_failed() and "cannot write to" in str(state.result(raise_on_failure=False))
     assert server.requests == [] and time.monotonic() - start < 10
 
@@ -141,7 +153,8 @@ def test_global_concurrency_limit_is_used_when_it_exists(prefect_server, server,
         urls.append(server.url(f"g{i}.tgz"))
     with get_client(sync_client=True) as client:
         client.create_global_concurrency_limit(
-            GlobalConcurrencyLimitCreate(name=DOWNLOAD_LIMIT, limit=1))
+            GlobalConcurrencyLimitCreate(name=DOWNLOAD_LIMIT, limit=1)
+        )
         try:
             state = download_archives(urls, str(tmp_path), **FAST, return_state=True)
         finally:
@@ -154,8 +167,19 @@ def test_global_concurrency_limit_is_used_when_it_exists(prefect_server, server,
 def test_cli_downloads_and_extracts(prefect_server, server, photos, tmp_path, capsys):
     root, archive = photos
     server.add("set.tgz", archive)
-    code = main(["download", server.url("set.tgz"), "--dest", str(tmp_path), "--sha256",
-                 sha(archive), "--extract", "--tries", "2"])
+    code = main(
+        [
+            "download",
+            server.url("set.tgz"),
+            "--dest",
+            str(tmp_path),
+            "--sha256",
+            sha(archive),
+            "--extract",
+            "--tries",
+            "2",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert f"sha256 {sha(archive)}" in out and f"extracted to {tmp_path / 'set'}" in out
@@ -169,12 +193,15 @@ def test_cli_failure_names_url_and_reason(prefect_server, server, tmp_path, caps
     assert code == 1 and f"{url}: HTTP 404" in err
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["notaurl"], "not a downloadable URL"),
-    (["http://127.0.0.1/a.tgz", "--sha256", "beef"], "not a sha256"),
-    (["http://127.0.0.1/a.tgz", "--parallel", "0"], "--parallel must be 1 or more"),
-    (["http://127.0.0.1/a.zip", "--extract"], "not a tar archive name"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["notaurl"], "not a downloadable URL"),
+        (["http://127.0.0.1/a.tgz", "--sha256", "beef"], "not a sha256"),
+        (["http://127.0.0.1/a.tgz", "--parallel", "0"], "--parallel must be 1 or more"),
+        (["http://127.0.0.1/a.zip", "--extract"], "not a tar archive name"),
+    ],
+)
 def test_cli_bad_arguments_are_one_line_before_any_work(tmp_path, capsys, argv, message):
     code = main(["download", *argv, "--dest", str(tmp_path / "d")])
     err = capsys.readouterr().err.strip()

@@ -47,14 +47,20 @@ def test_prepare_dataset_through_gcs_equals_the_local_tree(tmp_path, gcs):  # no
     assert run["params"]["images"] == gcs.url("images")
     assert run["counts"] == {"ok": 24, "corrupt": 3, "missing": 1}
     tree = tmp_path / "work/images"
-    local_files = {f"images/{p.relative_to(tree).as_posix()}": p.read_bytes()
-                   for p in tree.rglob("*") if p.is_file()}
+    local_files = {
+        f"images/{p.relative_to(tree).as_posix()}": p.read_bytes()
+        for p in tree.rglob("*")
+        if p.is_file()
+    }
     stored = gcs.objects("images/")
     assert len(local_files) >= 27 and stored == local_files
 
     local = preprocess_images(
-        csv=str(csv), images=str(tmp_path / "work/images"), out=str(tmp_path / "local"),
-        partition_size=10, return_state=True,
+        csv=str(csv),
+        images=str(tmp_path / "work/images"),
+        out=str(tmp_path / "local"),
+        partition_size=10,
+        return_state=True,
     )
     assert local.is_completed(), local.message
     assert sha(tmp_path / "out/images.npy") == sha(tmp_path / "local/images.npy")

@@ -37,9 +37,7 @@ def sha(path) -> str:
 def task_states(flow_run_id) -> dict[str, tuple[str, int]]:
     """task run name -> (state name, run_count) for one flow run."""
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]})
-        )
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]}))
     return {r.name: (r.state.name, r.run_count) for r in runs}
 
 

@@ -89,8 +89,9 @@ class FaultyServer(ThreadingHTTPServer):
     def url(self, path: str) -> str:
         return f"{self.base_url}/{path.lstrip('/')}"
 
-    def add(self, path: str, data: bytes | None = None, file: Path | None = None,
-            **faults) -> Resource:
+    def add(
+        self, path: str, data: bytes | None = None, file: Path | None = None, **faults
+    ) -> Resource:
         res = Resource(data=data, path=file, faults=Faults(**faults))
         self.resources["/" + path.lstrip("/")] = res
         return res
@@ -126,7 +127,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _record(self, status: int) -> None:
         with self.server.lock:
             self.server.requests.append(
-                Request(self.command, self.path, self.headers.get("Range"), status))
+                Request(self.command, self.path, self.headers.get("Range"), status)
+            )
 
     def _error(self, status: int) -> None:
         self._record(status)
@@ -205,8 +207,7 @@ class _Handler(BaseHTTPRequestHandler):
 def serve() -> Iterator[FaultyServer]:
     """Run a FaultyServer on 127.0.0.1 (free port) for the duration of the block."""
     srv = FaultyServer()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield srv

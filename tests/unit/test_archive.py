@@ -25,8 +25,11 @@ from imgbatch.samples import write_tree
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def pack(path: Path, src: Path, arcname: str = "photos", mode: str = "w:gz") -> Path:
@@ -78,8 +81,11 @@ BAD_MEMBERS = {
     "absolute": (lambda out: file_member(str(out / "abs.txt")), "absolute", "abs.txt"),
     "symlink-out": (lambda out: special("link", tarfile.SYMTYPE, "../../etc"), "symlink", None),
     "symlink-abs": (lambda out: special("pw", tarfile.SYMTYPE, "/etc/passwd"), "symlink", None),
-    "hardlink-out": (lambda out: special("hard", tarfile.LNKTYPE, "../escaped.txt"), "hardlink",
-                     None),
+    "hardlink-out": (
+        lambda out: special("hard", tarfile.LNKTYPE, "../escaped.txt"),
+        "hardlink",
+        None,
+    ),
     "chardev": (lambda out: special("null", tarfile.CHRTYPE), "device", None),
     "blockdev": (lambda out: special("sda", tarfile.BLKTYPE), "device", None),
     "fifo": (lambda out: special("pipe", tarfile.FIFOTYPE), "FIFO", None),
@@ -185,8 +191,10 @@ def test_killed_during_extraction_rerun_starts_clean(tmp_path):
         tf.add(src, arcname="data")
     dest = tmp_path / "out"
     staging = dest / ".big.staging" / "data"
-    code = f"from imgbatch.archive import extract_archive; extract_archive({str(archive)!r}, " \
-           f"{str(dest)!r})"
+    code = (
+        f"from imgbatch.archive import extract_archive; extract_archive({str(archive)!r}, "
+        f"{str(dest)!r})"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code])
     deadline = time.monotonic() + 60
     while not (staging.is_dir() and any(staging.iterdir())):
@@ -230,7 +238,11 @@ def test_folder_not_made_by_us_is_never_replaced(tmp_path, photos):
 def test_verify_counts_members_and_names(tmp_path, photos):
     archive = pack(tmp_path / "a.tar", photos, mode="w")
     assert verify_archive(archive)[0] == 6
-    assert [archive_stem(n) for n in ("a.tar.gz", "b.tgz", "c.tar", "d.TAR.XZ")] == \
-        ["a", "b", "c", "d"]
+    assert [archive_stem(n) for n in ("a.tar.gz", "b.tgz", "c.tar", "d.TAR.XZ")] == [
+        "a",
+        "b",
+        "c",
+        "d",
+    ]
     with pytest.raises(UsageError):
         archive_stem("images.zip")

@@ -39,8 +39,11 @@ def test_check_csv_reads_only_the_header(tmp_path):
 
 def test_partitions_cover_every_row_once_with_a_ragged_tail():
     parts = partitions(2501, 1000)
-    assert [(p.id, p.start, p.stop) for p in parts] == [(0, 0, 1000), (1, 1000, 2000),
-                                                         (2, 2000, 2501)]
+    assert [(p.id, p.start, p.stop) for p in parts] == [
+        (0, 0, 1000),
+        (1, 1000, 2000),
+        (2, 2000, 2501),
+    ]
     assert sum(p.rows for p in parts) == 2501
     with pytest.raises(UsageError, match="positive"):
         partitions(10, 0)
@@ -55,8 +58,9 @@ def test_parse_partition_ids():
 
 
 def test_plan_select_rejects_unknown_partitions():
-    plan = Plan(25, "m.parquet", [PartitionPlan(i, i * 10, min(25, i * 10 + 10), "f")
-                                  for i in range(3)])
+    plan = Plan(
+        25, "m.parquet", [PartitionPlan(i, i * 10, min(25, i * 10 + 10), "f") for i in range(3)]
+    )
     assert [p.id for p in plan.select([2, 0])] == [0, 2]
     assert len(plan.select(None)) == 3
     with pytest.raises(UsageError, match=r"\[3\] out of range.*0-2"):

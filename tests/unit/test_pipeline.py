@@ -188,8 +188,12 @@ def test_a_new_run_removes_temp_files_of_killed_writers_only(make_dataset, tmp_p
     csv, root, _ = make_dataset(5)
     shards_dir = tmp_path / "out" / "shards"
     shards_dir.mkdir(parents=True)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     stale = shards_dir / f"part-00000.npy.tmp-{dead}-0123abcd"
     live = shards_dir / f"part-00000.npy.tmp-{os.getpid()}-4567cdef"
     stale.write_bytes(b"half a shard")
