@@ -81,8 +81,9 @@ def preprocess_images(
     task = preprocess_partition.with_options(
         retries=retries, retry_delay_seconds=backoff(retry_delay_seconds, retries)
     )
-    todo = [p for p in chosen if done_record(out, p.id, p.fingerprint) is None]
-    done = [p for p in chosen if p not in todo]
+    finished = {p.id for p in chosen if done_record(out, p.id, p.fingerprint) is not None}
+    todo = [p for p in chosen if p.id not in finished]
+    done = [p for p in chosen if p.id in finished]
     shared = [unmapped(x) for x in (plan.manifest, images, spec, out, executor, workers)]
     shared.append(unmapped(existing_limit(CONCURRENCY_LIMIT)))
     futures = task.with_options(refresh_cache=True).map(todo, *shared) + task.map(done, *shared)
