@@ -19,6 +19,20 @@ COMMAND_MODULES = (
 )
 
 
+def check_retries(retries: int) -> None:
+    """--retries is a count of Prefect retries: 0 or more."""
+    if retries < 0:
+        raise UsageError(f"--retries must be 0 or more, got {retries}")
+
+
+def report_failure(command: str, state) -> int:
+    """One line on stderr naming why the flow run failed; exit code 1."""
+    exc = state.result(raise_on_failure=False)
+    reason = exc if isinstance(exc, BaseException) else state.message
+    print(f"imgbatch {command}: failed: {' '.join(str(reason).split())}", file=sys.stderr)
+    return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imgbatch",

@@ -7,13 +7,13 @@ task per downloaded archive), end Failed naming every URL that failed and why.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from prefect import flow, unmapped
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.cli import check_retries, report_failure
 from imgbatch.archive import archive_stem
 from imgbatch.download import WgetOptions, check_requests, ensure_writable, require_wget
 from imgbatch.errors import PermanentError, TransientError, UsageError, is_retryable
@@ -125,8 +125,7 @@ def run_cli(args: argparse.Namespace) -> int:
     for name in ("parallel", "tries"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name} must be 1 or more, got {getattr(args, name)}")
-    if args.retries < 0:
-        raise UsageError(f"--retries must be 0 or more, got {args.retries}")
+    check_retries(args.retries)
     try:
         check_arguments(args.urls, args.dest, args.sha256, args.extract)
     except PermanentError as exc:
@@ -144,10 +143,7 @@ def run_cli(args: argparse.Namespace) -> int:
         return_state=True,
     )
     if not state.is_completed():
-        exc = state.result(raise_on_failure=False)
-        reason = exc if isinstance(exc, BaseException) else state.message
-        print(f"imgbatch download: failed: {reason}", file=sys.stderr)
-        return 1
+        return report_failure("download", state)
     for r in state.result():
         note = " (already there)" if r["skipped"] else ""
         tree = f" -> extracted to {r['extracted']}" if r["extracted"] else ""

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 from prefect import flow, unmapped
 from prefect.states import State
 
+from flows.cli import report_failure
 from flows.download import download_archives
 from flows.preprocess import (
     add_preprocess_options,
@@ -83,6 +83,5 @@ def run_cli(args: argparse.Namespace) -> int:
         return_state=True,
     )
     if not state.is_completed():
-        print(f"imgbatch prepare: failed: {state.message}", file=sys.stderr)
-        return 1
+        return report_failure("prepare", state)
     return report_result(state, args.out)

@@ -17,6 +17,7 @@ from prefect.futures import as_completed
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.cli import check_retries, report_failure
 from imgbatch.assemble import missing_partitions
 from imgbatch.errors import UsageError
 from imgbatch.manifest import (
@@ -170,8 +171,7 @@ def checked_preprocess_params(args: argparse.Namespace) -> dict:
     spec = ImageSpec(args.size, args.resize_mode, parse_background(args.background))
     if args.partition_size <= 0:
         raise UsageError(f"--partition-size must be positive, got {args.partition_size}")
-    if args.retries < 0:
-        raise UsageError(f"--retries must be 0 or more, got {args.retries}")
+    check_retries(args.retries)
     check_csv(args.csv, args.column)
     resolve(args.executor, args.workers)
     return {
@@ -230,6 +230,5 @@ def run_cli(args: argparse.Namespace) -> int:
         )
     state = flow_(csv=args.csv, images=args.images, out=args.out, return_state=True, **params)
     if not state.is_completed():
-        print(f"imgbatch preprocess: failed: {state.message}", file=sys.stderr)
-        return 1
+        return report_failure("preprocess", state)
     return report_result(state, args.out)

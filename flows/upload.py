@@ -7,11 +7,10 @@ every upload is checked by crc32c. A rerun with nothing to do costs that one lis
 from __future__ import annotations
 
 import argparse
-import sys
 
 from prefect import flow
 
-from imgbatch.errors import UsageError
+from flows.cli import check_retries, report_failure
 from imgbatch.gcs import RetryPolicy
 from imgbatch.transfer import check_upload_args
 from tasks.limits import existing_limit
@@ -69,8 +68,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     """Check the arguments before any work, run the flow, print one line of result."""
     check_upload_args(args.src_dir, args.dest, args.workers)
-    if args.retries < 0:
-        raise UsageError(f"--retries must be 0 or more, got {args.retries}")
+    check_retries(args.retries)
     state = upload_tree(
         src_dir=args.src_dir,
         dest=args.dest,
@@ -79,8 +77,7 @@ def run_cli(args: argparse.Namespace) -> int:
         return_state=True,
     )
     if not state.is_completed():
-        print(f"imgbatch upload: failed: {state.message}", file=sys.stderr)
-        return 1
+        return report_failure("upload", state)
     s = state.result()
     print(
         f"{s['destination']}: uploaded {s['uploaded']} files ({s['bytes_uploaded']:,} bytes), "
