@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 
+from flows.states import failure
 from imgbatch.errors import UsageError
 
 # Modules that define add_command(subparsers); each sets `func` on its parser.
@@ -27,9 +28,7 @@ def check_retries(retries: int) -> None:
 
 def report_failure(command: str, state) -> int:
     """One line on stderr naming why the flow run failed; exit code 1."""
-    exc = state.result(raise_on_failure=False)
-    reason = exc if isinstance(exc, BaseException) else state.message
-    print(f"imgbatch {command}: failed: {' '.join(str(reason).split())}", file=sys.stderr)
+    print(f"imgbatch {command}: failed: {failure(state)[0]}", file=sys.stderr)
     return 1
 
 

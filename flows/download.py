@@ -14,6 +14,7 @@ from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.cli import check_retries, report_failure
+from flows.states import failure
 from imgbatch.archive import archive_stem
 from imgbatch.download import WgetOptions, check_requests, ensure_writable, require_wget
 from imgbatch.errors import PermanentError, TransientError, UsageError, is_retryable
@@ -87,11 +88,8 @@ def check_arguments(
 
 def _failure(url: str, state: State) -> tuple[str, BaseException]:
     """(one line naming the URL and the reason, the exception) of a failed task run."""
-    exc = state.result(raise_on_failure=False)
-    if not isinstance(exc, BaseException):
-        exc = TransientError(state.message or state.name)
-    text = " ".join(str(exc).split())
-    return (text if url in text else f"{url}: {text}"), exc
+    text, exc = failure(state)
+    return (text if url in text else f"{url}: {text}"), exc or TransientError(text)
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:

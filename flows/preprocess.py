@@ -18,6 +18,7 @@ from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.cli import check_retries, report_failure
+from flows.states import failure
 from imgbatch.assemble import missing_partitions
 from imgbatch.errors import UsageError
 from imgbatch.manifest import (
@@ -99,8 +100,7 @@ def preprocess_images(
             if state.is_completed():
                 results.append({**fut.result(), "cached": state.name == "Cached"})
             else:
-                exc = state.result(raise_on_failure=False)
-                failures[part_of[id(fut)].id] = _one_line(exc, state)
+                failures[part_of[id(fut)].id] = _reason(state)
             progress.advance()
             if bar:
                 bar.advance(bar_task)
@@ -118,7 +118,8 @@ def preprocess_images(
         )
         publish_summary(out, results, failures, None, note)
         return Failed(message=note)
-    missing = missing_partitions(out, plan.partitions)
+    chosen_ids = {p.id for p in chosen}
+    missing = missing_partitions(out, [p for p in plan.partitions if p.id not in chosen_ids])
     if missing:
         note = (
             f"{len(plan.partitions) - len(missing)} of {len(plan.partitions)} partitions done; "
@@ -141,12 +142,9 @@ def preprocess_images(
     return Completed(message=note, data={"assembled": True, **run})
 
 
-def _one_line(exc: object, state: State) -> str:
-    if isinstance(exc, BaseException):
-        text = f"{type(exc).__name__}: {exc}"
-    else:
-        text = state.message or state.name
-    return " ".join(text.split())[:300]
+def _reason(state: State) -> str:
+    text, exc = failure(state)
+    return (f"{type(exc).__name__}: {text}" if exc else text)[:300]
 
 
 def add_preprocess_options(p: argparse.ArgumentParser, images: bool = True) -> None:
