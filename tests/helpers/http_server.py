@@ -181,12 +181,12 @@ class _Handler(BaseHTTPRequestHandler):
         cut = min((c for c in f.cut_at if start < c < end), default=None)
         stall = None if f.stall_after is None else start + f.stall_after
         stop = min(x for x in (cut, stall, end) if x is not None)
-        for _, piece in res.chunks(start, stop, f.chunk_size):
+        for i, (_, piece) in enumerate(res.chunks(start, stop, f.chunk_size)):
+            if f.chunk_delay and i:  # between chunks only: after the last one the client
+                time.sleep(f.chunk_delay)  # is done, and a sleep would look like overlap
             self.wfile.write(piece)
             with self.server.lock:
                 self.server.bytes_sent += len(piece)
-            if f.chunk_delay:
-                time.sleep(f.chunk_delay)
         if stop == end:
             return
         self.wfile.flush()
