@@ -45,7 +45,7 @@ def core_run(csv: str, root: str, out: str) -> float:
     storage, spec = LocalStorage(root), ImageSpec()
     plan = make_plan(csv, "image_path", storage, spec, 1000, out)
     for part in plan.partitions:
-        run_partition(part, plan.manifest, storage, spec, out)
+        run_partition(part, plan.rows_file, storage, spec, out)
     assemble(out, plan.partitions, plan.n_rows, spec, {})
     return time.perf_counter() - t0
 

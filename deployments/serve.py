@@ -2,7 +2,7 @@
 
 `prefect.serve` registers each deployment with the Prefect API (PREFECT_API_URL), then polls
 for its runs and executes each in a subprocess here. Runs started from the UI ("Run",
-"Retry"), the CLI (`prefect deployment run preprocess-images/preprocess -p csv=...`) or a
+"Retry"), `prefect deployment run preprocess-images/preprocess -p params='{"csv": ...}'` or a
 schedule all land here. Parameters come from the run: the deployment sets no paths.
 
 A schedule is off unless asked for, and then carries its own parameters:
@@ -18,7 +18,6 @@ import argparse
 import importlib
 import json
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,42 +32,15 @@ TIMEZONE_ENV = "IMGBATCH_TIMEZONE"
 REQUIRED_PARAMS = ("csv", "images", "out")
 TAGS = ["imgbatch"]
 
-# (module, flow function, deployment name): other stage flows, served when importable.
-OPTIONAL_FLOWS: tuple[tuple[str, str, str], ...] = (
-    ("flows.upload", "upload_tree", "upload"),
+# Every deployed flow: (module, flow function, deployment name). deployments/prefect.yaml
+# lists the same flows under "<name>-pool" names, so the two never take over each other's.
+FLOWS: tuple[tuple[str, str, str], ...] = (
+    ("flows.preprocess", "preprocess_images", PREPROCESS_DEPLOYMENT),
+    ("flows.prepare", "prepare_dataset", "prepare"),
     ("flows.download", "download_archives", "download"),
+    ("flows.upload", "upload_tree", "upload"),
+    ("flows.stats", "image_stats", "stats"),
 )
-
-
-def preprocess_deployment(
-    cron: str | None = None, timezone: str = "UTC", params: dict[str, Any] | None = None
-) -> RunnerDeployment:
-    """`preprocess-images/preprocess`; on a cron schedule (running with `params`) if given."""
-    from flows.preprocess import preprocess_images
-
-    return preprocess_images.to_deployment(
-        name=PREPROCESS_DEPLOYMENT,
-        schedule=Cron(cron, timezone=timezone, parameters=params or {}) if cron else None,
-        tags=TAGS,
-        description="CSV + images root -> OUT/images.npy, index.parquet, run.json, preview.png. "
-        "Retry on a failed run recomputes only the partitions that are not done.",
-        entrypoint_type=EntrypointType.MODULE_PATH,
-    )
-
-
-def optional_deployments() -> list[RunnerDeployment]:
-    """Deployments of the other stage flows whose modules import."""
-    found = []
-    for module, attr, name in OPTIONAL_FLOWS:
-        try:
-            flow = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            print(f"not serving {name}: {module}.{attr} unavailable ({exc})", file=sys.stderr)
-            continue
-        found.append(
-            flow.to_deployment(name=name, tags=TAGS, entrypoint_type=EntrypointType.MODULE_PATH)
-        )
-    return found
 
 
 def build_deployments(
@@ -77,10 +49,22 @@ def build_deployments(
     params: dict[str, Any] | None = None,
     only_preprocess: bool = False,
 ) -> list[RunnerDeployment]:
-    """Every deployment this process serves."""
-    deployments = [preprocess_deployment(cron, timezone, params)]
-    if not only_preprocess:
-        deployments += optional_deployments()
+    """Every deployment this process serves; preprocess on a cron schedule if given."""
+    deployments = []
+    for module, attr, name in FLOWS[:1] if only_preprocess else FLOWS:
+        flow = getattr(importlib.import_module(module), attr)
+        schedule = None
+        if cron and name == PREPROCESS_DEPLOYMENT:
+            schedule = Cron(cron, timezone=timezone, parameters={"params": params or {}})
+        deployments.append(
+            flow.to_deployment(
+                name=name,
+                schedule=schedule,
+                tags=TAGS,
+                description=(flow.description or "").split("\n")[0],
+                entrypoint_type=EntrypointType.MODULE_PATH,
+            )
+        )
     return deployments
 
 

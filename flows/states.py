@@ -1,8 +1,13 @@
-"""Reading a failed Prefect state once, the same way for every flow and command."""
+"""Reading a failed Prefect state, and ending a flow on an expected failure, one way for all."""
 
 from __future__ import annotations
 
-from prefect.states import State
+import functools
+from collections.abc import Callable
+
+from prefect.states import Failed, State
+
+from imgbatch.errors import ImgbatchError
 
 
 def failure(state: State) -> tuple[str, BaseException | None]:
@@ -11,3 +16,17 @@ def failure(state: State) -> tuple[str, BaseException | None]:
     if isinstance(exc, BaseException):
         return " ".join(str(exc).split()), exc
     return " ".join((state.message or state.name).split()), None
+
+
+def fails_cleanly(fn: Callable) -> Callable:
+    """An expected failure (an ImgbatchError) ends the flow run Failed with its one-line
+    reason as the message, instead of an "unexpected exception" and a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ImgbatchError as exc:
+            return Failed(message=" ".join(str(exc).split()), data=exc)
+
+    return wrapper

@@ -13,12 +13,12 @@ import multiprocessing
 import os
 import threading
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from typing import Literal
+from typing import Literal, get_args
 
 from imgbatch.errors import UsageError
 
 ExecutorKind = Literal["auto", "threads", "processes"]
-EXECUTOR_KINDS: tuple[str, ...] = ("auto", "threads", "processes")
+EXECUTOR_KINDS: tuple[str, ...] = get_args(ExecutorKind)
 # Up to this many workers threads are as fast as processes and cost no start-up.
 THREADS_UP_TO = 4
 IO_WORKERS = 16

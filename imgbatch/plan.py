@@ -1,7 +1,9 @@
 """Plan a run: read the CSV once, take every source's identity, fingerprint each partition.
 
-The plan is written to OUT/manifest.parquet (one row group per partition, so a partition
-reads only its own rows); tasks receive the plan's small partition records, never row lists.
+The plan is written to OUT/plan.parquet (one row group per partition, so a partition reads
+only its own rows), and rewritten only when its content changed; tasks receive the plan's
+small partition records, never row lists. Which partitions are done is asked here once per
+run, from the shards' done-markers (docs/ARCHITECTURE.md, "Reruns").
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ import pyarrow.parquet as pq
 from imgbatch import __version__
 from imgbatch.errors import UsageError
 from imgbatch.files import atomic_path, remove_stale_temps
-from imgbatch.manifest import partitions, read_paths
-from imgbatch.shards import SHARDS_DIR
+from imgbatch.rows import partitions, read_paths
+from imgbatch.shards import SHARDS_DIR, done_record
 from imgbatch.spec import ImageSpec
 from imgbatch.storage import Storage
 
-MANIFEST_NAME = "manifest.parquet"
+PLAN_FILE = "plan.parquet"
+_DIGEST_KEY = b"imgbatch-digest"
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,10 @@ class PartitionPlan:
 @dataclass(frozen=True)
 class Plan:
     n_rows: int
-    manifest: str
+    rows_file: str
     partitions: list[PartitionPlan]
+    found: int  # rows whose source exists
+    first_missing: str | None  # the first row path whose source does not exist
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,23 +87,14 @@ def fingerprint(
 def make_plan(
     csv_path: str, column: str, storage: Storage, spec: ImageSpec, partition_size: int, out: str
 ) -> Plan:
-    """Read the CSV, stat/list the sources once, write the manifest, fingerprint partitions."""
+    """Read the CSV, stat/list the sources once, write the plan file, fingerprint partitions."""
     paths = read_paths(csv_path, column)
-    parts = partitions(len(paths), partition_size)
     identities = storage.identities(paths)
     os.makedirs(out, exist_ok=True)
     for folder in (out, os.path.join(out, SHARDS_DIR)):
         remove_stale_temps(folder)
-    manifest = os.path.join(out, MANIFEST_NAME)
-    table = pa.table(
-        {
-            "row": pa.array(range(len(paths)), pa.int64()),
-            "image_path": pa.array(paths, pa.string()),
-            "identity": pa.array(identities, pa.string()),
-        }
-    )
-    with atomic_path(manifest) as tmp:
-        pq.write_table(table, tmp, row_group_size=partition_size)
+    rows_file = os.path.join(out, PLAN_FILE)
+    _write_rows(rows_file, paths, identities, partition_size)
     plans = [
         PartitionPlan(
             p.id,
@@ -108,15 +104,50 @@ def make_plan(
                 spec, storage.root, p.start, paths[p.start : p.stop], identities[p.start : p.stop]
             ),
         )
-        for p in parts
+        for p in partitions(len(paths), partition_size)
     ]
-    return Plan(len(paths), manifest, plans)
+    missing = (p for p, i in zip(paths, identities, strict=True) if i in (None, "invalid"))
+    found = sum(i not in (None, "invalid") for i in identities)
+    return Plan(len(paths), rows_file, plans, found, next(missing, None))
 
 
-def read_rows(manifest: str, partition_id: int) -> list[str]:
+def _write_rows(path: str, paths: list[str], identities: list, partition_size: int) -> None:
+    """Write the plan file unless the one there holds the same rows: a no-op rerun writes none."""
+    digest = hashlib.sha256(
+        json.dumps([partition_size, paths, identities], separators=(",", ":")).encode()
+    ).hexdigest()
+    try:
+        if pq.read_schema(path).metadata.get(_DIGEST_KEY) == digest.encode():
+            return
+    except (OSError, AttributeError, pa.ArrowInvalid):
+        pass
+    table = pa.table(
+        {
+            "row": pa.array(range(len(paths)), pa.int64()),
+            "image_path": pa.array(paths, pa.string()),
+            "identity": pa.array(identities, pa.string()),
+        }
+    ).replace_schema_metadata({_DIGEST_KEY: digest})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=partition_size)
+
+
+def split_done(out: str, parts: list[PartitionPlan]) -> tuple[list[PartitionPlan], list[dict]]:
+    """(partitions still to compute, done-markers of those already committed): asked once."""
+    todo, done = [], []
+    for p in parts:
+        record = done_record(out, p.id, p.fingerprint)
+        if record is None:
+            todo.append(p)
+        else:
+            done.append(record)
+    return todo, done
+
+
+def read_rows(rows_file: str, partition_id: int) -> list[str]:
     """The image paths of one partition (its own row group only)."""
     return (
-        pq.ParquetFile(manifest)
+        pq.ParquetFile(rows_file)
         .read_row_group(partition_id, columns=["image_path"])["image_path"]
         .to_pylist()
     )

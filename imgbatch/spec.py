@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from imgbatch.errors import UsageError
 
 ResizeMode = Literal["stretch", "center_crop", "pad"]
-RESIZE_MODES: tuple[str, ...] = ("stretch", "center_crop", "pad")
+RESIZE_MODES: tuple[str, ...] = get_args(ResizeMode)
 
 
 @dataclass(frozen=True)
@@ -33,14 +33,3 @@ class ImageSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def parse_background(text: str) -> tuple[int, int, int]:
-    """'255,255,255' -> (255, 255, 255), with a usable error message."""
-    try:
-        parts = tuple(int(p) for p in text.split(","))
-    except ValueError:
-        raise UsageError(f"--background must look like 255,255,255, got {text!r}") from None
-    if len(parts) != 3 or not all(0 <= p <= 255 for p in parts):
-        raise UsageError(f"--background must be three integers 0-255, got {text!r}")
-    return parts  # type: ignore[return-value]

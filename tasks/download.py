@@ -15,7 +15,7 @@ from prefect import get_run_logger, task
 from imgbatch.archive import extract_archive
 from imgbatch.download import WgetOptions, download
 from tasks.limits import slot
-from tasks.retry import retrying
+from tasks.retry import retry_options
 
 PROGRESS_SECONDS = 10.0
 # A Prefect global concurrency limit of this name, when it exists, caps downloads across all
@@ -26,7 +26,7 @@ DOWNLOAD_LIMIT = "imgbatch-downloads"
 @task(
     name="download-archive",
     task_run_name="download {url}",
-    **retrying(3, 10.0),
+    **retry_options(3, 10.0),
     tags=["imgbatch"],
 )
 def download_archive(
@@ -54,7 +54,7 @@ def download_archive(
 
 @task(
     name="extract-archive",
-    **retrying(2, 2.0),
+    **retry_options(2, 2.0),
     tags=["imgbatch"],
 )
 def extract_downloaded(downloaded: dict, dest: str) -> dict:

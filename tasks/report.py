@@ -1,7 +1,17 @@
-"""What the user sees in the Prefect UI: a progress artifact, a summary and failure tables."""
+"""What the operator sees in the Prefect UI: progress, a summary, and what failed.
+
+Artifact keys are derived from the output folder, so two datasets never overwrite each
+other's "latest"; every artifact names the attempt (the flow run's run count) that made it,
+and the failed-partitions table is published on every attempt, so after a successful Retry
+the latest version says that none failed.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
+import time
 from collections import Counter
 
 from prefect.artifacts import (
@@ -10,25 +20,49 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.runtime import flow_run
 
 from imgbatch.shards import failed_rows
 
-SUMMARY_KEY = "imgbatch-preprocess-summary"
-FAILED_KEY = "imgbatch-failed-rows"
-FAILED_PARTITIONS_KEY = "imgbatch-failed-partitions"
+PROGRESS_SECONDS = 2.0
+
+
+def artifact_key(out: str, what: str) -> str:
+    """imgbatch-<folder name>-<hash of the path>-<what>: lowercase, digits and dashes."""
+    name = re.sub(r"[^a-z0-9]+", "-", os.path.basename(out.rstrip("/")).lower()).strip("-")
+    digest = hashlib.sha256(os.path.abspath(out).encode()).hexdigest()[:8]
+    return f"imgbatch-{name[:40] or 'out'}-{digest}-{what}"
+
+
+def attempt() -> int:
+    """This flow run's attempt: 1, then 2 after the first Retry, ..."""
+    return flow_run.run_count or 1
 
 
 class ProgressArtifact:
-    """A progress artifact updated once per finished partition."""
+    """Partitions done and failed, counted apart; updated at most every PROGRESS_SECONDS."""
 
-    def __init__(self, total: int) -> None:
-        self.total = max(total, 1)
-        self.finished = 0
-        self.id = create_progress_artifact(0.0, description=f"partitions done of {total}")
+    def __init__(self, total: int, reused: int) -> None:
+        self.total, self.done, self.failed = max(total, 1), reused, 0
+        self.last = 0.0
+        self.id = create_progress_artifact(self.percent(), description=self.text())
 
-    def advance(self) -> None:
-        self.finished += 1
-        update_progress_artifact(self.id, 100.0 * self.finished / self.total)
+    def percent(self) -> float:
+        return 100.0 * self.done / self.total
+
+    def text(self) -> str:
+        return (
+            f"attempt {attempt()}: {self.done} of {self.total} partitions done, "
+            f"{self.failed} failed"
+        )
+
+    def advance(self, ok: bool) -> None:
+        self.done += ok
+        self.failed += not ok
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_SECONDS or self.done + self.failed >= self.total:
+            self.last = now
+            update_progress_artifact(self.id, self.percent(), description=self.text())
 
 
 def publish_summary(
@@ -38,35 +72,41 @@ def publish_summary(
     counts: Counter[str] = Counter()
     for r in results:
         counts.update(r["counts"])
-    computed = sum(r["computed"] and not r["cached"] for r in results)
+    computed = sum(r["computed"] for r in results)
     lines = [
-        "# imgbatch preprocess",
+        f"# imgbatch preprocess: attempt {attempt()}",
         "",
         note,
         "",
         f"- output: `{out}`",
-        f"- partitions: {len(results)} done ({computed} computed, {len(results) - computed} "
-        f"reused), {len(failures)} failed",
+        f"- partitions: {len(results)} done ({computed} computed now, "
+        f"{len(results) - computed} reused from committed shards), {len(failures)} failed",
         "",
         "| status | rows |",
         "|---|---|",
         *(f"| {k} | {v} |" for k, v in sorted(counts.items())),
     ]
     if run:
-        lines += [
-            "",
-            f"- images.npy shape {run['shape']}, sha256 `{run['images_sha256']}`",
-            f"- preview: `{out}/preview.png`",
-        ]
-    create_markdown_artifact("\n".join(lines), key=SUMMARY_KEY, description="preprocess summary")
-    if failures:
-        create_table_artifact(
-            [{"partition": k, "reason": v} for k, v in sorted(failures.items())],
-            key=FAILED_PARTITIONS_KEY,
-            description="partitions that failed: press Retry to recompute only these",
-        )
+        lines += ["", f"- images.npy shape {run['shape']}, sha256 `{run['images_sha256']}`"]
+    create_markdown_artifact(
+        "\n".join(lines), key=artifact_key(out, "summary"), description="preprocess summary"
+    )
+    publish_failed_partitions(out, failures)
     bad = failed_rows(out, [r["partition"] for r in results])
     if bad:
         create_table_artifact(
-            bad, key=FAILED_KEY, description="rows flagged (zero-filled in images.npy), first 500"
+            bad,
+            key=artifact_key(out, "failed-rows"),
+            description=f"attempt {attempt()}: rows flagged (zero-filled in images.npy), first 500",
         )
+
+
+def publish_failed_partitions(out: str, failures: dict[int, str]) -> None:
+    """The failed partitions of this attempt; an explicit 'none failed' row when all passed."""
+    rows = [{"partition": k, "reason": v} for k, v in sorted(failures.items())]
+    note = "press Retry to recompute only these" if rows else "none failed"
+    create_table_artifact(
+        rows or [{"partition": "-", "reason": f"none failed on attempt {attempt()}"}],
+        key=artifact_key(out, "failed-partitions"),
+        description=f"attempt {attempt()}: partitions that failed ({note})",
+    )

@@ -14,7 +14,7 @@ def backoff(first_delay: float, retries: int) -> list[float]:
     return [first_delay * 2**i for i in range(retries)]
 
 
-def retrying(retries: int = 3, first_delay: float = 2.0) -> dict:
+def retry_options(retries: int = 3, first_delay: float = 2.0) -> dict:
     """@task options every stage uses: exponential backoff with jitter, no retry of
     permanent errors. Flows override `retries`/`retry_delay_seconds` per run."""
     return {

@@ -20,7 +20,7 @@ from prefect.artifacts import (
 from imgbatch.gcs import RetryPolicy
 from imgbatch.transfer import UploadProgress, UploadReport, upload_tree
 from tasks.limits import slot
-from tasks.retry import retrying
+from tasks.retry import retry_options
 
 SUMMARY_KEY = "imgbatch-upload-summary"
 FAILED_KEY = "imgbatch-upload-failures"
@@ -77,7 +77,7 @@ def publish_upload_summary(report: UploadReport) -> None:
 
 @task(
     name="upload-files",
-    **retrying(3, 10.0),
+    **retry_options(3, 10.0),
     tags=["imgbatch"],
 )
 def upload_files(

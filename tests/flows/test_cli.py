@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import tasks.preprocess
-from flows.cli import main
+from cli.main import main
 from imgbatch.errors import PermanentError
 
 
@@ -19,12 +19,15 @@ def args_for(csv, root, out, *extra):
     [
         ({"csv": "nope.csv"}, "does not exist"),
         ({"extra": ["--column", "url"]}, "no column 'url'"),
-        ({"root": "/nonexistent/images"}, "is not a readable folder"),
-        ({"extra": ["--size", "0"]}, "size must be a positive integer"),
+        ({"root": "/nonexistent/images"}, "is not a folder"),
+        ({"extra": ["--size", "0"]}, "--size: Input should be greater than 0"),
+        ({"extra": ["--size", "100000"]}, "--size: Input should be less than or equal to 4096"),
+        ({"extra": ["--size", "2048"]}, "GiB per partition"),
         ({"extra": ["--background", "255,0"]}, "three integers"),
-        ({"extra": ["--partitions", "x"]}, "--partitions must look like"),
-        ({"extra": ["--partition-size", "0"]}, "--partition-size must be positive"),
-        ({"extra": ["--workers", "0"]}, "workers must be a positive integer"),
+        ({"extra": ["--partitions", "x"]}, "partitions must look like"),
+        ({"extra": ["--partition-size", "0"]}, "--partition-size: Input should be greater than 0"),
+        ({"extra": ["--workers", "0"]}, "--workers: Input should be greater than 0"),
+        ({"extra": ["--resize-mode", "fill"]}, "invalid choice: 'fill'"),
     ],
 )
 def test_bad_arguments_fail_before_any_work_with_one_line(
@@ -71,14 +74,14 @@ def test_preprocess_command_succeeds_and_reports_the_output(make_dataset, tmp_pa
 @pytest.mark.usefixtures("prefect_server")
 def test_failed_partition_gives_exit_1_and_one_line(make_dataset, tmp_path, capsys, monkeypatch):
     csv, root, _ = make_dataset(10)
-    original = tasks.preprocess.run_partition
+    original = tasks.preprocess.run_job_partition
 
     def fail_second(part, *a, **kw):
         if part.id == 1:
             raise PermanentError("disk says no (injected)")
         return original(part, *a, **kw)
 
-    monkeypatch.setattr(tasks.preprocess, "run_partition", fail_second)
+    monkeypatch.setattr(tasks.preprocess, "run_job_partition", fail_second)
     code = main(args_for(csv, root, tmp_path / "out", "--partition-size", "5"))
     err = [line for line in capsys.readouterr().err.splitlines() if "imgbatch preprocess" in line]
     assert code == 1

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from flows.cli import main
 from helpers.http_server import serve
 from prefect import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
@@ -17,7 +18,6 @@ from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.logging.handlers import APILogHandler
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.cli import main
 from flows.download import download_archives
 from imgbatch.errors import PermanentError
 from imgbatch.samples import write_tree

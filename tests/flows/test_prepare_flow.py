@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from flows.demo import make_archives
 from helpers.gcs import gcs, gcs_emulator  # noqa: F401 - fixtures
 from helpers.http_server import serve
 
-from flows.demo import make_archives
 from flows.prepare import prepare_dataset
 from flows.preprocess import preprocess_images
 from imgbatch.verify import verify_output

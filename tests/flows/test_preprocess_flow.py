@@ -17,8 +17,10 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, Fl
 import tasks.preprocess
 from flows.preprocess import CONCURRENCY_LIMIT, preprocess_images
 from imgbatch.errors import PermanentError, TransientError
+from imgbatch.params import PreprocessParams
 from imgbatch.storage import LocalStorage
 from imgbatch.verify import verify_output
+from tasks.report import artifact_key
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -27,7 +29,8 @@ def run(csv, root, out, **kw):
     kw.setdefault("partition_size", 10)
     kw.setdefault("workers", 2)
     kw.setdefault("retry_delay_seconds", 0)
-    return preprocess_images(csv=csv, images=root, out=str(out), return_state=True, **kw)
+    params = PreprocessParams(csv=csv, images=root, out=str(out), **kw)
+    return preprocess_images(params, return_state=True)
 
 
 def sha(path) -> str:
@@ -49,7 +52,7 @@ def artifact(key: str):
     return max(found, key=lambda a: a.created) if found else None
 
 
-def test_flow_writes_verified_outputs_and_a_rerun_is_all_cached(make_dataset, tmp_path):
+def test_flow_writes_verified_outputs_and_a_rerun_runs_no_partition(make_dataset, tmp_path):
     csv, root, paths = make_dataset(34, extra=["missing/gone.jpg"])
     (Path(root) / paths[5]).write_bytes(b"<html>not an image</html>")
     out = tmp_path / "out"
@@ -63,18 +66,17 @@ def test_flow_writes_verified_outputs_and_a_rerun_is_all_cached(make_dataset, tm
     index = pd.read_parquet(out / "index.parquet")
     assert index.loc[5, "status"] == "corrupt" and index.loc[34, "status"] == "missing"
 
-    summary = artifact("imgbatch-preprocess-summary")
+    summary = artifact(artifact_key(str(out), "summary"))
     assert "| corrupt | 1 |" in summary.data and "| ok | 33 |" in summary.data
-    failed = json.loads(artifact("imgbatch-failed-rows").data)
+    failed = json.loads(artifact(artifact_key(str(out), "failed-rows")).data)
     assert [(r["row"], r["status"]) for r in failed] == [(5, "corrupt"), (34, "missing")]
 
     first_sha = sha(out / "images.npy")
     again = run(csv, root, out)
     assert again.is_completed()
     states = task_states(again.state_details.flow_run_id)
-    partitions = {k: v for k, v in states.items() if k.startswith("partition-")}
-    assert len(partitions) == 4
-    assert {s for s, _ in partitions.values()} == {"Cached"}
+    assert not [k for k in states if k.startswith("partition-")], "done partitions need no task"
+    assert "4 reused from committed shards" in artifact(artifact_key(str(out), "summary")).data
     assert sha(out / "images.npy") == first_sha
 
 
@@ -107,7 +109,7 @@ def test_a_permanent_failure_is_not_retried_and_the_others_are_committed(
 ):
     csv, root, _ = make_dataset(30)
     calls = []
-    original = tasks.preprocess.run_partition
+    original = tasks.preprocess.run_job_partition
 
     def failing_partition(part, *args, **kw):
         calls.append(part.id)
@@ -115,7 +117,7 @@ def test_a_permanent_failure_is_not_retried_and_the_others_are_committed(
             raise PermanentError("bucket says 403 for partition 1 (injected)")
         return original(part, *args, **kw)
 
-    monkeypatch.setattr(tasks.preprocess, "run_partition", failing_partition)
+    monkeypatch.setattr(tasks.preprocess, "run_job_partition", failing_partition)
     out = tmp_path / "out"
     state = run(csv, root, out, retries=3)
     assert state.is_failed()
@@ -125,14 +127,19 @@ def test_a_permanent_failure_is_not_retried_and_the_others_are_committed(
     assert (out / "shards/part-00002.done.json").exists()
     assert not (out / "shards/part-00001.done.json").exists()
     assert not (out / "images.npy").exists()
-    table = json.loads(artifact("imgbatch-failed-partitions").data)
+    table = json.loads(artifact(artifact_key(str(out), "failed-partitions")).data)
     assert [r["partition"] for r in table] == [1] and "403" in table[0]["reason"]
+    assert "rows 10-19" in table[0]["reason"]
 
-    monkeypatch.setattr(tasks.preprocess, "run_partition", original)
-    calls.clear()
+    monkeypatch.setattr(tasks.preprocess, "run_job_partition", original)
+    stamps = [(out / f"shards/part-0000{i}.npy").stat().st_mtime_ns for i in (0, 2)]
     state = run(csv, root, out)
     assert state.is_completed(), state.message
     verify_output(str(out))
+    again = [(out / f"shards/part-0000{i}.npy").stat().st_mtime_ns for i in (0, 2)]
+    assert again == stamps, "only the failed partition is computed again"
+    table = json.loads(artifact(artifact_key(str(out), "failed-partitions")).data)
+    assert [r["partition"] for r in table] == ["-"] and "none failed" in table[0]["reason"]
 
 
 def test_subset_of_partitions_then_the_rest(make_dataset, tmp_path):
@@ -163,7 +170,7 @@ def test_global_concurrency_limit_is_honoured(make_dataset, tmp_path, monkeypatc
     csv, root, _ = make_dataset(40)
     spans: list[tuple[float, float]] = []
     lock = threading.Lock()
-    original = tasks.preprocess.run_partition
+    original = tasks.preprocess.run_job_partition
 
     def timed(*args, **kw):
         t0 = time.monotonic()
@@ -173,7 +180,7 @@ def test_global_concurrency_limit_is_honoured(make_dataset, tmp_path, monkeypatc
             with lock:
                 spans.append((t0, time.monotonic()))
 
-    monkeypatch.setattr(tasks.preprocess, "run_partition", timed)
+    monkeypatch.setattr(tasks.preprocess, "run_job_partition", timed)
     with get_client(sync_client=True) as client:
         limit_id = client.create_global_concurrency_limit(
             GlobalConcurrencyLimitCreate(name=CONCURRENCY_LIMIT, limit=1)
@@ -193,6 +200,28 @@ def test_global_concurrency_limit_is_honoured(make_dataset, tmp_path, monkeypatc
 
 def test_bad_parameters_fail_the_flow_before_any_partition(make_dataset, tmp_path):
     csv, root, _ = make_dataset(5)
-    state = run(csv, root, tmp_path / "out", size=0)
-    assert state.is_failed() and "size must be a positive integer" in state.message
+    params = {"csv": csv, "images": root, "out": str(tmp_path / "out"), "size": 0}
+    state = preprocess_images(params, return_state=True)
+    assert state.is_failed() and "greater than 0" in state.message
+    state = run(str(tmp_path / "nope.csv"), root, tmp_path / "out")
+    assert state.is_failed() and "does not exist" in state.message
     assert not (tmp_path / "out").exists()
+
+
+def test_images_root_one_folder_off_fails_before_decoding(make_dataset, tmp_path):
+    csv, root, paths = make_dataset(6)
+    nested = tmp_path / "nested"
+    nested.mkdir()
+    Path(root).rename(nested / "images")
+    state = run(csv, str(nested), tmp_path / "out")
+    assert state.is_failed()
+    assert "only 0 of 6 images" in state.message and f"first missing: {paths[0]}" in state.message
+    assert "one folder too high" in state.message
+    assert not (tmp_path / "out/shards").exists() or not any((tmp_path / "out/shards").iterdir())
+
+
+def test_a_few_missing_files_below_the_threshold_stay_missing_rows(make_dataset, tmp_path):
+    csv, root, paths = make_dataset(8, extra=["gone/a.jpg", "gone/b.jpg"])
+    state = run(csv, root, tmp_path / "out")
+    assert state.is_completed(), state.message
+    assert verify_output(str(tmp_path / "out"))["counts"] == {"ok": 8, "missing": 2}

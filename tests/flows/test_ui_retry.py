@@ -24,11 +24,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from imgbatch.params import PreprocessParams
 from imgbatch.samples import write_csv, write_tree
+from tasks.report import artifact_key
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOYMENT = "preprocess-images/preprocess"
-FAILED_PARTITIONS_KEY = "imgbatch-failed-partitions"
 N_ROWS, PARTITION_SIZE, BAD = 40, 10, 2
 PARTS = N_ROWS // PARTITION_SIZE
 # What the UI's FlowRunRetryModal sends (prefect/server/ui/assets, `retryFlowRun`): a
@@ -52,6 +53,10 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def params(csv: Path, images: Path, out: Path) -> dict:
     """Flow parameters shared by the reference and the deployment runs."""
+    return {"params": fields(csv, images, out)}
+
+
+def fields(csv: Path, images: Path, out: Path) -> dict:
     return {
         "csv": str(csv),
         "images": str(images),
@@ -143,7 +148,8 @@ def wait_idle(pid: int, timeout: float = 30) -> None:
     in that window makes the runner cancel the run (and log it as cancelled).
     """
     deadline = time.monotonic() + timeout
-    while flow_run_processes(pid) and time.monotonic() < deadline:
+    while flow_run_processes(pid):
+        assert time.monotonic() < deadline, f"flow run processes of {pid} still alive"
         time.sleep(0.2)
 
 
@@ -183,7 +189,8 @@ def partition_states(client, run_id: UUID, run_count: int) -> dict[str, list[str
     return found
 
 
-def failed_partitions_table(client, run_id: UUID) -> list[dict]:
+def failed_partitions_table(client, run_id: UUID, out: Path, attempts: int) -> list[dict]:
+    """The latest failed-partitions table of the run (one is published per attempt)."""
     from prefect.client.schemas.filters import (
         ArtifactFilter,
         ArtifactFilterFlowRunId,
@@ -192,12 +199,14 @@ def failed_partitions_table(client, run_id: UUID) -> list[dict]:
 
     arts = client.read_artifacts(
         artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=[FAILED_PARTITIONS_KEY]),
+            key=ArtifactFilterKey(any_=[artifact_key(str(out), "failed-partitions")]),
             flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
         )
     )
-    assert len(arts) == 1, f"expected one {FAILED_PARTITIONS_KEY} artifact, got {len(arts)}"
-    data = arts[0].data
+    assert len(arts) == attempts, f"expected {attempts} failed-partitions artifacts: {arts}"
+    latest = max(arts, key=lambda a: a.created)
+    assert f"attempt {attempts}" in latest.description, latest.description
+    data = latest.data
     return json.loads(data) if isinstance(data, str) else data
 
 
@@ -216,7 +225,7 @@ def test_ui_retry_recomputes_only_the_failed_partition(
     # A clean in-process run of the same data: the bytes the retried run must end with.
     ref = tmp_path / "ref"
     with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: str(tmp_path / "ref-results")}):
-        state = preprocess_images(**params(csv, images, ref), return_state=True)
+        state = preprocess_images(PreprocessParams(**fields(csv, images, ref)), return_state=True)
     assert state.is_completed(), state.message
     ref_run = json.loads((ref / "run.json").read_text())
 
@@ -246,9 +255,10 @@ def test_ui_retry_recomputes_only_the_failed_partition(
         assert all(f.is_file() for p in others for f in shard_files(out, p))
         assert not shard_files(out, BAD)[2].exists()
         assert not (out / "images.npy").exists()
-        table = failed_partitions_table(client, first.id)
+        table = failed_partitions_table(client, first.id, out, attempts=1)
         assert [row["partition"] for row in table] == [BAD]
         assert "part-00002.npy" in table[0]["reason"], table
+        assert "rows 20-29" in table[0]["reason"], table
         before = stamps(out, others)
 
         # Clear the fault, then press "Retry" the way the UI does (once the failed run's
@@ -274,13 +284,13 @@ def test_ui_retry_recomputes_only_the_failed_partition(
             log,
             timeout=30,
         )
+        table = failed_partitions_table(client, first.id, out, attempts=2)
+        assert "none failed on attempt 2" in table[0]["reason"], table
 
     # Only partition 2 was written: the others keep their inode and mtime ...
     assert stamps(out, others) == before
-    # ... and Prefect shows it computed, the others served from the cache.
-    assert retry_states == {
-        f"partition-{p}": ["Completed" if p == BAD else "Cached"] for p in range(PARTS)
-    }, retry_states
+    # ... and the retry ran a task for it alone (done partitions need none).
+    assert retry_states == {f"partition-{BAD}": ["Completed"]}, retry_states
     assert all(f.is_file() for f in shard_files(out, BAD))
     done = json.loads(shard_files(out, BAD)[2].read_text())
     assert done["rows"] == PARTITION_SIZE
@@ -308,8 +318,8 @@ def _deployment(client):
 
 def _all_final(states: dict[str, list[str]]) -> dict[str, list[str]] | None:
     """The states once every partition's task run of the attempt is recorded as final."""
-    final = {"Completed", "Cached", "Failed", "Crashed", "Cancelled"}
-    if len(states) == PARTS and all(s and s[-1] in final for s in states.values()):
+    final = {"Completed", "Failed", "Crashed", "Cancelled"}
+    if states and all(s and s[-1] in final for s in states.values()):
         return states
     return None
 
@@ -327,21 +337,23 @@ def test_deployment_configs_match_the_flows() -> None:
 
     config = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
     assert config["deployments"], "no deployments in prefect.yaml"
-    names = set()
+    pool_flows = {}
     for d in config["deployments"]:
         assert d["name"] and d["entrypoint"] and d["work_pool"]["name"] == "imgbatch-pool", d
+        assert "schedules" not in d or d["schedules"], "an empty schedules list warns on deploy"
         path, func = d["entrypoint"].split(":")
         assert (REPO / path).is_file(), d["entrypoint"]
         flow = load_flow_from_entrypoint(str(REPO / path) + ":" + func)
         flow.validate_parameters(d.get("parameters") or {})
         for schedule in d.get("schedules") or []:
             assert schedule.get("active") is False, "schedules ship switched off"
-        names.add(f"{flow.name}/{d['name']}")
-    assert DEPLOYMENT in names
+        pool_flows[flow.name] = d["name"]
 
     served = build_deployments(only_preprocess=False)
     assert served[0].name == PREPROCESS_DEPLOYMENT and not served[0].schedules
     assert f"{served[0].flow_name}/{served[0].name}" == DEPLOYMENT
+    # The same flows on both paths, never under the same deployment name.
+    assert pool_flows == {d.flow_name: f"{d.name}-pool" for d in served}
     for d in served:
         module, func = d.entrypoint.rsplit(".", 1)
         assert module.startswith("flows.") and func, d.entrypoint

@@ -31,7 +31,7 @@ def run_core(csv, root, out, spec=DEFAULT_SPEC, size=10, executor="threads", wor
     plan = make_plan(csv, "image_path", storage, spec, size, str(out))
     parts = plan.partitions if order is None else [plan.partitions[i] for i in order]
     summaries = [
-        run_partition(p, plan.manifest, storage, spec, str(out), executor, workers) for p in parts
+        run_partition(p, plan.rows_file, storage, spec, str(out), executor, workers) for p in parts
     ]
     run = assemble(str(out), plan.partitions, plan.n_rows, spec, {"test": True})
     return plan, summaries, run
@@ -170,7 +170,7 @@ def test_assembly_refuses_while_a_partition_is_not_done(make_dataset, tmp_path):
     storage = open_storage(root)
     plan = make_plan(csv, "image_path", storage, ImageSpec(), 10, out)
     for p in plan.partitions[:2]:
-        run_partition(p, plan.manifest, storage, ImageSpec(), out, "threads", 1)
+        run_partition(p, plan.rows_file, storage, ImageSpec(), out, "threads", 1)
     with pytest.raises(ShardError, match="not done.*2"):
         assemble(out, plan.partitions, plan.n_rows, ImageSpec(), {})
     assert not os.path.exists(os.path.join(out, "images.npy"))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from imgbatch.errors import UsageError
-from imgbatch.spec import RESIZE_MODES, ImageSpec, parse_background
+from imgbatch.params import parse_background
+from imgbatch.spec import RESIZE_MODES, ImageSpec
 
 
 def test_defaults() -> None:

@@ -1,11 +1,13 @@
-"""CSV manifest and partitioning: bad input fails with a message that says what to fix."""
+"""CSV rows and partitioning: bad input fails with a message that says what to fix."""
 
 import pandas as pd
 import pytest
 
 from imgbatch.errors import UsageError
-from imgbatch.manifest import check_csv, parse_partition_ids, partitions, read_paths
+from imgbatch.params import parse_partition_ids
 from imgbatch.plan import PartitionPlan, Plan
+from imgbatch.preflight import check_csv
+from imgbatch.rows import partitions, read_paths
 
 
 def test_read_paths_keeps_order_and_empty_cells(tmp_path):
@@ -20,7 +22,8 @@ def test_read_paths_keeps_order_and_empty_cells(tmp_path):
         (None, "image_path", "does not exist"),
         ("a,b\n1,2\n", "image_path", "no column 'image_path' \\(columns: a, b\\)"),
         ("image_path\n", "image_path", "no rows"),
-        ("", "image_path", "cannot be read"),
+        ("", "image_path", "columns: none"),
+        ("a\x00b,c\n1,2\n", "image_path", "line 1 cannot be read"),
     ],
 )
 def test_bad_csv_is_a_usage_error(tmp_path, content, column, message):

@@ -1,17 +1,17 @@
-"""`imgbatch demo`: the whole job on built-in sample data, then a check of what it wrote.
+"""Sample data for `imgbatch demo`: archives in the seed's layout, served on 127.0.0.1.
 
 Real photos from scikit-image's wheel (plus a few broken files and one missing row) are
-packed into two .tar.gz archives and served on 127.0.0.1; the prepare-dataset flow then
-downloads them with wget, verifies and extracts them, and preprocesses the CSV's rows.
+packed into two .tar.gz archives in the seed's layout (each archive's members carry their
+category folder, the CSV names `category/file.jpg`) and served on 127.0.0.1; the
+prepare-dataset flow then downloads them with wget, verifies and extracts them as tar would,
+and preprocesses the CSV's rows.
 Rerunning the demo reuses everything: same archives, same extraction, cached partitions.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import gzip
-import hashlib
 import io
 import tarfile
 import threading
@@ -20,11 +20,9 @@ from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from flows.prepare import prepare_dataset
 from imgbatch import samples
-from imgbatch.verify import verify_output
 
-ARCHIVES = ("photos-a", "photos-b")
+ARCHIVES = ("beauty_image", "fashion_image")
 
 
 def make_archives(workdir: Path, rows: int) -> tuple[Path, list[Path]]:
@@ -50,19 +48,20 @@ def make_archives(workdir: Path, rows: int) -> tuple[Path, list[Path]]:
     served = workdir / "served"
     archives = [served / f"{name}.tar.gz" for name in ARCHIVES]
     for name, archive in zip(ARCHIVES, archives, strict=True):
-        samples.write_if_changed(archive, tar_gz(src / name))
+        samples.write_if_changed(archive, tar_gz(src, name))
     return samples.write_csv(workdir / "products.csv", paths), archives
 
 
-def tar_gz(folder: Path) -> bytes:
-    """A reproducible .tar.gz of folder's files (fixed order, times and owners)."""
+def tar_gz(root: Path, folder: str) -> bytes:
+    """A reproducible .tar.gz of root/folder's files, members named folder/... (fixed order,
+    times and owners), as the seed's category archives are."""
     buf = io.BytesIO()
     with (
         gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz,
         tarfile.open(fileobj=gz, mode="w") as tar,
     ):
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            info = tarfile.TarInfo(path.relative_to(folder).as_posix())
+        for path in sorted(p for p in (root / folder).rglob("*") if p.is_file()):
+            info = tarfile.TarInfo(path.relative_to(root).as_posix())
             info.size, info.mode = path.stat().st_size, 0o644
             with path.open("rb") as f:
                 tar.addfile(info, f)
@@ -86,42 +85,3 @@ def serve_folder(folder: Path) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-def add_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the whole job on built-in sample photos and verify it")
-    p.add_argument("--workdir", default="demo-run", help="folder for sample data and output")
-    p.add_argument("--rows", type=int, default=240, help="CSV rows to generate")
-    p.set_defaults(func=run_cli)
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    workdir = Path(args.workdir).resolve()
-    csv, archives = make_archives(workdir, args.rows)
-    out = workdir / "out"
-    print(
-        f"sample data: {args.rows} CSV rows in {csv}; {len(archives)} archives in "
-        f"{archives[0].parent}, served on 127.0.0.1"
-    )
-    with serve_folder(archives[0].parent) as base:
-        state = prepare_dataset(
-            urls=[f"{base}/{a.name}" for a in archives],
-            csv=str(csv),
-            work=str(workdir / "work"),
-            out=str(out),
-            sha256=[hashlib.sha256(a.read_bytes()).hexdigest() for a in archives],
-            preprocess={"partition_size": 50},
-            return_state=True,
-        )
-    if not state.is_completed():
-        print(f"demo failed: {state.message}")
-        return 1
-    run = verify_output(str(out))
-    print(f"\nverified output in {out}/")
-    print(f"  images.npy     uint8 {tuple(run['shape'])}, row i = CSV row i, sha256 checked")
-    print("  index.parquet  row, image_path, status, error, width, height, partition")
-    print(f"  run.json       parameters, counts {run['counts']}, timings")
-    print("  preview.png    contact sheet (flagged rows crossed in red)")
-    print(f"  shards/        one committed shard per partition ({run['partitions']})")
-    print(f"downloads and extracted trees: {workdir / 'work'}/")
-    return 0

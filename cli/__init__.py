@@ -1,0 +1,1 @@
+"""The `imgbatch` command: options derived from imgbatch.params, flows imported lazily."""

@@ -1,0 +1,41 @@
+"""`imgbatch download`: the download-archives flow."""
+
+from __future__ import annotations
+
+import argparse
+
+from cli.options import add_options, values
+from cli.outcome import failed
+from imgbatch.params import DownloadParams
+from imgbatch.preflight import check_download
+
+
+def register(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(
+        name,
+        help="download archives with wget (resumed, verified) and optionally extract them",
+        description="Run the download-archives flow: one wget per URL with resume and retries, "
+        "saved as DEST/NAME only after its size (and sha256, when given) checked out.",
+    )
+    add_options(p, DownloadParams, positional=("urls",))
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    params = DownloadParams.checked(**values(args, DownloadParams))
+    check_download(params)
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from flows.download import download_archives
+
+    flow_ = download_archives.with_options(
+        task_runner=ThreadPoolTaskRunner(max_workers=params.parallel)
+    )
+    state = flow_(params, return_state=True)
+    if not state.is_completed():
+        return failed(args.command, state)
+    for r in state.result():
+        note = " (already there)" if r["skipped"] else ""
+        tree = f" -> extracted to {r['extracted']}" if r["extracted"] else ""
+        print(f"{r['path']}: {r['size']:,} bytes, sha256 {r['sha256']}{note}{tree}")
+    return 0

@@ -1,0 +1,66 @@
+"""`imgbatch COMMAND ...`: parse, check, run one flow, print one result or one failure line.
+
+Help and argument errors never import Prefect, pandas or the storage client: command
+modules import only the parameter models; each imports its flow when it runs.
+Exit codes: 0 done, 1 a run failed (one line says why), 2 a bad argument, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from imgbatch.errors import UsageError
+
+# Command name -> module with register(subparsers) and run(args) -> int.
+COMMANDS = {
+    "preprocess": "cli.preprocess",
+    "prepare": "cli.prepare",
+    "download": "cli.download",
+    "upload": "cli.upload",
+    "stats": "cli.stats",
+    "demo": "cli.demo",
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (the usage is one --help away)."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="imgbatch",
+        description="CSV + images -> one verified, row-aligned uint8 array, run as Prefect flows.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, module in COMMANDS.items():
+        importlib.import_module(module).register(sub, name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad option (2), already printed
+        return int(exc.code or 0)
+    try:
+        return int(args.run(args) or 0)
+    except UsageError as exc:
+        print(f"imgbatch {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"imgbatch {args.command}: interrupted; rerun the same command to pick up where "
+            "it stopped",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""`imgbatch stats OUT`: the image-stats flow."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from cli.options import add_options, values
+from cli.outcome import failed
+from imgbatch.errors import UsageError
+from imgbatch.params import StatsParams
+
+
+def register(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(name, help="exact per-channel mean/std of OUT/images.npy")
+    add_options(p, StatsParams, positional=("out",))
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    params = StatsParams.checked(**values(args, StatsParams))
+    if not os.path.isfile(os.path.join(params.out, "run.json")):
+        raise UsageError(f"{params.out} has no run.json: run imgbatch preprocess first")
+    from flows.stats import image_stats
+
+    state = image_stats(params, return_state=True)
+    if not state.is_completed():
+        return failed(args.command, state)
+    stats = state.result()
+    mean = ", ".join(f"{m:.3f}" for m in stats["mean"])
+    std = ", ".join(f"{s:.3f}" for s in stats["std"])
+    print(f"mean (R, G, B) = {mean}; std = {std} (0-255 scale, ok rows; in run.json)")
+    if params.normalize:
+        print(f"wrote {os.path.join(params.out, stats['normalized'])}")
+    return 0

@@ -1,0 +1,38 @@
+"""`imgbatch upload SRC_DIR gs://BUCKET/PREFIX`: the upload-tree flow."""
+
+from __future__ import annotations
+
+import argparse
+
+from cli.options import add_options, values
+from cli.outcome import failed
+from imgbatch.params import UploadParams
+
+
+def register(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(
+        name,
+        help="copy a local folder to gs://BUCKET/PREFIX, gsutil-style, verified by crc32c",
+        description="Run the upload-tree flow: one listing of the destination, files whose "
+        "size and crc32c already match are skipped, the rest uploaded in parallel and "
+        "checked. Uses STORAGE_EMULATOR_HOST when set, else Application Default Credentials.",
+    )
+    add_options(p, UploadParams, positional=("src_dir", "dest"))
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    params = UploadParams.checked(**values(args, UploadParams))
+    from flows.upload import upload_tree
+    from imgbatch.transfer import check_upload_args
+
+    check_upload_args(params.src_dir, params.dest, params.workers)
+    state = upload_tree(params, return_state=True)
+    if not state.is_completed():
+        return failed(args.command, state)
+    s = state.result()
+    print(
+        f"{s['destination']}: uploaded {s['uploaded']} files ({s['bytes_uploaded']:,} bytes), "
+        f"skipped {s['skipped']} already there, {s['recovered']} recovered, in {s['seconds']} s"
+    )
+    return 0

@@ -1,0 +1,107 @@
+"""Checks that need the file system, done before any work (docs/ARCHITECTURE.md, "Preflight").
+
+They run at each edge: in the CLI before Prefect is even imported (exit 2 at once), and as
+the first step of a flow, so a deployment run with a bad parameter fails in seconds. No
+pandas, no storage client: a header read and a few stats.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+from imgbatch.errors import PermanentError, UsageError
+from imgbatch.params import DownloadParams, PrepareParams, PreprocessParams
+from imgbatch.urls import is_gcs_url
+
+HEADER_BYTES = 1 << 16
+
+
+def check_csv(path: str, column: str) -> None:
+    """The CSV exists, its header decodes and names `column`."""
+    if not os.path.isfile(path):
+        raise UsageError(f"CSV {path!r} does not exist (or is not a file)")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader([f.readline(HEADER_BYTES)]), [])
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"CSV {path!r} line 1 is not UTF-8 text: {exc.reason}") from None
+    except (OSError, csv.Error) as exc:
+        raise UsageError(f"CSV {path!r} line 1 cannot be read: {exc}") from None
+    if column not in header:
+        cols = ", ".join(header) or "none"
+        raise UsageError(f"CSV {path!r} has no column {column!r} (columns: {cols})")
+
+
+def check_images_root(root: str) -> None:
+    """A local images root is a readable folder (a gs:// root is checked by its listing)."""
+    if is_gcs_url(root):
+        return
+    if not os.path.isdir(root):
+        raise UsageError(f"images root {root!r} is not a folder")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise UsageError(f"images root {root!r} is not readable")
+
+
+def check_out(out: str) -> None:
+    """OUT is a folder we can write, or can be created."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"out {out!r} is a file, not a folder")
+    probe = out
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe) or "."
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"out {out!r} cannot be written ({probe!r} is not a writable folder)")
+
+
+def check_preprocess(params: PreprocessParams) -> PreprocessParams:
+    """Every file-system check of a preprocess run; the parameters with absolute paths."""
+    params = params.absolute()
+    check_csv(params.csv, params.column)
+    check_images_root(params.images)
+    check_out(params.out)
+    return params
+
+
+def check_download(params: DownloadParams) -> list[tuple[str, str, str | None]]:
+    """(url, file name, sha256) per archive, once every download argument checked out:
+    URLs and checksums, archive names when extracting, wget present, dest writable."""
+    from imgbatch.archive import archive_stem
+    from imgbatch.download import check_requests, ensure_writable, require_wget
+
+    jobs = check_requests(params.urls, params.sha256)
+    if params.extract:
+        for _, name, _ in jobs:
+            archive_stem(name)
+    require_wget()
+    try:
+        ensure_writable(Path(params.dest))
+    except PermanentError as exc:
+        raise UsageError(f"dest: {exc}") from None
+    return jobs
+
+
+def check_gcs_url(url: str) -> None:
+    """A gs://BUCKET/PREFIX whose bucket name is valid (no network)."""
+    from imgbatch.gcs import parse_gs_url
+
+    parse_gs_url(url)
+
+
+def check_prepare(params: PrepareParams) -> PrepareParams:
+    """Every check of the whole job before anything is downloaded; absolute paths."""
+    work = os.path.abspath(params.work)
+    params = params.model_copy(
+        update={
+            "work": work,
+            "csv": os.path.abspath(params.csv),
+            "out": os.path.abspath(params.out),
+        }
+    )
+    check_download(params.download())
+    check_csv(params.csv, params.column)
+    check_out(params.out)
+    if params.upload_to:
+        check_gcs_url(params.upload_to)
+    return params
