@@ -11,9 +11,6 @@ Rerunning the demo reuses everything: same archives, same extraction, cached par
 from __future__ import annotations
 
 import functools
-import gzip
-import io
-import tarfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,24 +45,8 @@ def make_archives(workdir: Path, rows: int) -> tuple[Path, list[Path]]:
     served = workdir / "served"
     archives = [served / f"{name}.tar.gz" for name in ARCHIVES]
     for name, archive in zip(ARCHIVES, archives, strict=True):
-        samples.write_if_changed(archive, tar_gz(src, name))
+        samples.write_if_changed(archive, samples.tar_gz(src, name))
     return samples.write_csv(workdir / "products.csv", paths), archives
-
-
-def tar_gz(root: Path, folder: str) -> bytes:
-    """A reproducible .tar.gz of root/folder's files, members named folder/... (fixed order,
-    times and owners), as the seed's category archives are."""
-    buf = io.BytesIO()
-    with (
-        gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz,
-        tarfile.open(fileobj=gz, mode="w") as tar,
-    ):
-        for path in sorted(p for p in (root / folder).rglob("*") if p.is_file()):
-            info = tarfile.TarInfo(path.relative_to(root).as_posix())
-            info.size, info.mode = path.stat().st_size, 0o644
-            with path.open("rb") as f:
-                tar.addfile(info, f)
-    return buf.getvalue()
 
 
 class QuietHandler(SimpleHTTPRequestHandler):

@@ -179,7 +179,9 @@ class Archives(Params):
     waitretry: Annotated[float, Field(ge=0)] = Field(
         10.0, description="wget waits 1 s, 2 s, ... up to this many seconds between attempts"
     )
-    parallel: Annotated[int, Field(ge=1)] = Field(4, description="simultaneous downloads")
+    parallel: Annotated[int, Field(ge=1)] = Field(
+        4, description="simultaneous downloads from the command line (deployment runs: 4)"
+    )
 
 
 class DownloadParams(Archives):

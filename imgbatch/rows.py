@@ -29,7 +29,14 @@ def read_paths(csv_path: str, column: str) -> list[str]:
     df = pd.read_csv(csv_path, usecols=[column], dtype=str, keep_default_na=False)
     if len(df) == 0:
         raise UsageError(f"CSV {csv_path!r} has no rows")
-    return df[column].tolist()
+    paths = df[column].tolist()
+    damaged = next((i for i, p in enumerate(paths) if "\0" in p), None)
+    if damaged is not None:
+        raise UsageError(
+            f"CSV {csv_path!r} row {damaged} (line {damaged + 2}) has a NUL byte in its "
+            f"{column}: the file is damaged"
+        )
+    return paths
 
 
 def partitions(n_rows: int, partition_size: int) -> list[Partition]:

@@ -7,8 +7,10 @@ nothing is downloaded. Needs the `demo` extra (scikit-image).
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import random
+import tarfile
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -125,3 +127,19 @@ def write_csv(path: str | Path, image_paths: Sequence[str], column: str = "image
         for i, p in enumerate(image_paths):
             w.writerow([i, p, ("phone", "fashion", "beauty")[i % 3]])
     return path
+
+
+def tar_gz(root: Path, folder: str) -> bytes:
+    """A reproducible .tar.gz of root/folder's files, members named folder/... (fixed order,
+    times and owners), as the seed's category archives are."""
+    buf = io.BytesIO()
+    with (
+        gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w") as tar,
+    ):
+        for path in sorted(p for p in (root / folder).rglob("*") if p.is_file()):
+            info = tarfile.TarInfo(path.relative_to(root).as_posix())
+            info.size, info.mode = path.stat().st_size, 0o644
+            with path.open("rb") as f:
+                tar.addfile(info, f)
+    return buf.getvalue()

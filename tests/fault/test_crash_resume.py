@@ -23,6 +23,7 @@ import psutil
 import pytest
 
 from imgbatch import parallel, samples
+from imgbatch.params import PreprocessParams
 from imgbatch.shards import shard_paths
 from imgbatch.verify import verify_output
 
@@ -120,7 +121,7 @@ def data(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> Data
     paths = samples.write_tree(root, N_IMAGES, min_side=200, max_side=400)
     csv = samples.write_csv(base / "rows.csv", paths)
     ref = base / "reference"
-    state = preprocess_images(
+    params = PreprocessParams(
         csv=str(csv),
         images=str(root),
         out=str(ref),
@@ -128,8 +129,8 @@ def data(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> Data
         executor="threads",
         workers=2,
         retry_delay_seconds=0,
-        return_state=True,
     )
+    state = preprocess_images(params, return_state=True)
     assert state.is_completed(), state.message
     verify_output(str(ref))
     return Dataset(str(csv), str(root), sha256(ref / "images.npy"))
@@ -307,7 +308,7 @@ def test_decode_worker_killed_mid_partition_is_retried(
     watcher.start()
     out = tmp_path / "out"
     try:
-        state = preprocess_images(
+        params = PreprocessParams(
             csv=data.csv,
             images=data.root,
             out=str(out),
@@ -316,8 +317,8 @@ def test_decode_worker_killed_mid_partition_is_retried(
             workers=2,
             retries=2,
             retry_delay_seconds=0,
-            return_state=True,
         )
+        state = preprocess_images(params, return_state=True)
     finally:
         stop.set()
         watcher.join(timeout=10)

@@ -16,6 +16,7 @@ from helpers.gcs import LIST, OBJECT, UPLOAD, GCSBucket, Rule, crc32c_b64
 
 from imgbatch.errors import PermanentError, TransientError, UsageError
 from imgbatch.gcs import RetryPolicy, list_prefix, make_client
+from imgbatch.params import UploadParams
 from imgbatch.samples import write_tree
 from imgbatch.transfer import LocalFile, sync_file, upload_tree
 
@@ -224,9 +225,8 @@ def test_flow_uploads_and_reports_progress_in_files_and_bytes(prefect_server, fa
     from flows.upload import upload_tree as upload_flow
 
     faulty_gcs.proxy.set_rules(Rule("status:503", method="POST", path=UPLOAD, every=4))
-    state = upload_flow(
-        str(tree), faulty_gcs.url(PREFIX), workers=3, policy=FAST, return_state=True
-    )
+    params = UploadParams(src_dir=str(tree), dest=faulty_gcs.url(PREFIX), workers=3)
+    state = upload_flow(params, policy=FAST, return_state=True)
     assert state.is_completed(), state.message
     n = len(local_objects(tree))
     total = sum(len(b) for b in local_objects(tree).values())
@@ -250,12 +250,15 @@ def test_flow_fails_after_task_retries_naming_the_object(prefect_server, faulty_
     bad = next(n for n in local_objects(tree) if "img_000002" in n)
     proxy = faulty_gcs.proxy
     proxy.set_rules(Rule("status:503", method="POST", path=UPLOAD, body=b"img_000002"))
-    state = upload_flow(
-        str(tree),
-        faulty_gcs.url(PREFIX),
+    params = UploadParams(
+        src_dir=str(tree),
+        dest=faulty_gcs.url(PREFIX),
         workers=4,
         retries=1,
         retry_delay_seconds=0,
+    )
+    state = upload_flow(
+        params,
         policy=BUDGET,
         return_state=True,
     )
@@ -270,7 +273,7 @@ def test_flow_fails_after_task_retries_naming_the_object(prefect_server, faulty_
 
 
 def test_cli_upload_then_noop_rerun(prefect_server, gcs, tree, capsys):
-    from flows.cli import main
+    from cli.main import main
 
     n = len(local_objects(tree))
     assert main(["upload", str(tree), gcs.url(PREFIX), "--workers", "3"]) == 0
@@ -291,7 +294,7 @@ def test_cli_upload_then_noop_rerun(prefect_server, gcs, tree, capsys):
     ],
 )
 def test_cli_bad_arguments_exit_2_before_any_work(faulty_gcs, capsys, argv):
-    from flows.cli import main
+    from cli.main import main
 
     assert main(argv) == 2
     assert "imgbatch upload: error:" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from flows.preprocess import preprocess_images
+from imgbatch.params import PreprocessParams
 
 distributed = pytest.importorskip("distributed")
 prefect_dask = pytest.importorskip("prefect_dask")
@@ -20,15 +21,17 @@ def sha(path) -> str:
 @pytest.mark.usefixtures("prefect_server")
 def test_dask_cluster_output_equals_local_threads(make_dataset, tmp_path):
     csv, root, _ = make_dataset(30, extra=["missing.jpg"])
-    params = dict(csv=csv, images=root, partition_size=8, workers=1, return_state=True)
-    local = preprocess_images(out=str(tmp_path / "local"), **params)
+    params = dict(csv=csv, images=root, partition_size=8, workers=1)
+    local = preprocess_images(
+        PreprocessParams(out=str(tmp_path / "local"), **params), return_state=True
+    )
     assert local.is_completed(), local.message
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     ) as cluster:
         runner = prefect_dask.DaskTaskRunner(address=cluster.scheduler_address)
         state = preprocess_images.with_options(task_runner=runner)(
-            out=str(tmp_path / "dask"), **params
+            PreprocessParams(out=str(tmp_path / "dask"), **params), return_state=True
         )
     assert state.is_completed(), state.message
     assert state.result()["counts"] == {"ok": 30, "missing": 1}

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from flows.cli import main
 from helpers.http_server import serve
 from prefect import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
@@ -18,12 +17,19 @@ from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.logging.handlers import APILogHandler
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from cli.main import main
 from flows.download import download_archives
 from imgbatch.errors import PermanentError
+from imgbatch.params import DownloadParams
 from imgbatch.samples import write_tree
 from tasks.download import DOWNLOAD_LIMIT
 
 FAST = {"tries": 2, "waitretry": 0, "read_timeout": 1, "retry_delay_seconds": 0.2}
+
+
+def run(urls: list[str], dest: str, return_state: bool = True, **kw):
+    """The download-archives flow with these parameters; its final state."""
+    return download_archives(DownloadParams(urls=urls, dest=dest, **kw), return_state=return_state)
 
 
 def sha(data: bytes) -> str:
@@ -70,7 +76,7 @@ def test_downloads_verifies_and_extracts(prefect_server, server, photos, tmp_pat
     server.add("test.tar.gz", archive)
     dest = tmp_path / "dl"
 
-    state = download_archives(
+    state = run(
         [server.url("train.tar.gz"), server.url("test.tar.gz")],
         str(dest),
         sha256=[sha(archive), sha(archive)],
@@ -94,9 +100,7 @@ def test_503_is_retried_by_prefect_with_backoff(prefect_server, server, tmp_path
     server.add("a.tgz", b"payload", fail_times=2)
     options = {**FAST, "tries": 1}  # wget gives up at once: each request is one task run
 
-    state = download_archives(
-        [server.url("a.tgz")], str(tmp_path), retries=3, **options, return_state=True
-    )
+    state = run([server.url("a.tgz")], str(tmp_path), retries=3, **options, return_state=True)
 
     assert state.is_completed(), state.message
     gets = server.gets("a.tgz")
@@ -110,7 +114,7 @@ def test_404_fails_at_once_and_others_still_complete(prefect_server, server, tmp
     server.add("ok.tgz", b"fine")
     missing = server.url("missing.tgz")
 
-    state = download_archives(
+    state = run(
         [missing, server.url("ok.tgz")], str(tmp_path), retries=3, **FAST, return_state=True
     )
 
@@ -126,9 +130,7 @@ def test_unwritable_destination_fails_fast(prefect_server, server, tmp_path):
     server.add("a.tgz", b"x")
     (tmp_path / "file").write_text("not a folder")
     start = time.monotonic()
-    state = download_archives(
-        [server.url("a.tgz")], str(tmp_path / "file" / "dl"), **FAST, return_state=True
-    )
+    state = run([server.url("a.tgz")], str(tmp_path / "file" / "dl"), **FAST, return_state=True)
     assert state.is_failed() and "cannot write to" in str(state.result(raise_on_failure=False))
     assert server.requests == [] and time.monotonic() - start < 10
 
@@ -140,7 +142,7 @@ def test_parallel_downloads_are_bounded(prefect_server, server, tmp_path):
         urls.append(server.url(f"p{i}.tgz"))
     flow2 = download_archives.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))
 
-    state = flow2(urls, str(tmp_path), **FAST, return_state=True)
+    state = flow2(DownloadParams(urls=urls, dest=str(tmp_path), **FAST), return_state=True)
 
     assert state.is_completed(), state.message
     assert server.max_in_flight == 2
@@ -156,7 +158,7 @@ def test_global_concurrency_limit_is_used_when_it_exists(prefect_server, server,
             GlobalConcurrencyLimitCreate(name=DOWNLOAD_LIMIT, limit=1)
         )
         try:
-            state = download_archives(urls, str(tmp_path), **FAST, return_state=True)
+            state = run(urls, str(tmp_path), **FAST, return_state=True)
         finally:
             client.delete_global_concurrency_limit_by_name(DOWNLOAD_LIMIT)
 
@@ -198,7 +200,7 @@ def test_cli_failure_names_url_and_reason(prefect_server, server, tmp_path, caps
     [
         (["notaurl"], "not a downloadable URL"),
         (["http://127.0.0.1/a.tgz", "--sha256", "beef"], "not a sha256"),
-        (["http://127.0.0.1/a.tgz", "--parallel", "0"], "--parallel must be 1 or more"),
+        (["http://127.0.0.1/a.tgz", "--parallel", "0"], "--parallel: Input should be greater than or equal to 1"),
         (["http://127.0.0.1/a.zip", "--extract"], "not a tar archive name"),
     ],
 )

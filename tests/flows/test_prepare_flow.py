@@ -1,5 +1,7 @@
-"""The whole chain as one flow run: wget (with a cut) -> extract -> upload to the GCS emulator
--> preprocess from gs:// ; the result equals preprocessing the extracted local tree."""
+"""The whole chain as one flow run, on archives in the seed's layout (members carry their
+category folder, the CSV names category/file.jpg): wget (with a cut) -> extract as tar does
+-> upload to the GCS emulator -> preprocess from gs:// ; the result equals preprocessing
+the extracted local tree."""
 
 from __future__ import annotations
 
@@ -8,12 +10,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from flows.demo import make_archives
 from helpers.gcs import gcs, gcs_emulator  # noqa: F401 - fixtures
 from helpers.http_server import serve
 
 from flows.prepare import prepare_dataset
 from flows.preprocess import preprocess_images
+from imgbatch import samples
+from imgbatch.params import PrepareParams, PreprocessParams
 from imgbatch.verify import verify_output
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -23,29 +26,44 @@ def sha(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def category_archives(folder: Path, rows: int) -> tuple[Path, list[Path]]:
+    """beauty_image.tar.gz and fashion_image.tar.gz, members under their category folder,
+    plus one corrupt file and one missing row; the CSV names category/file."""
+    src, paths = folder / "src", []
+    for i, cat in enumerate(("beauty_image", "fashion_image")):
+        paths += [f"{cat}/{p}" for p in samples.write_tree(src / cat, rows // 2, seed=i)]
+    samples.write_if_changed(src / "beauty_image/bad.jpg", b"<html>404</html>")
+    paths += ["beauty_image/bad.jpg", "fashion_image/gone.jpg"]
+    archives = [folder / f"{cat}.tar.gz" for cat in ("beauty_image", "fashion_image")]
+    for a in archives:
+        a.write_bytes(samples.tar_gz(src, a.name.removesuffix(".tar.gz")))
+    return samples.write_csv(folder / "train.csv", paths), archives
+
+
 def test_prepare_dataset_through_gcs_equals_the_local_tree(tmp_path, gcs):  # noqa: F811
-    csv, archives = make_archives(tmp_path / "data", rows=28)
+    csv, archives = category_archives(tmp_path / "data", rows=26)
     with serve() as server:
         for a in archives:
             size = a.stat().st_size
             server.add(a.name, file=a, cut_at=[size // 2])
-        state = prepare_dataset(
+        params = PrepareParams(
             urls=[server.url(a.name) for a in archives],
             csv=str(csv),
             work=str(tmp_path / "work"),
             out=str(tmp_path / "out"),
             sha256=[sha(a) for a in archives],
             upload_to=gcs.url("images"),
-            preprocess={"partition_size": 10, "retry_delay_seconds": 0},
-            return_state=True,
+            partition_size=10,
+            retry_delay_seconds=0,
         )
+        state = prepare_dataset(params, return_state=True)
         resumed = [r.range for a in archives for r in server.gets(a.name)]
     assert state.is_completed(), state.message
     assert sum(1 for r in resumed if r) == 2, f"each cut download must resume: {resumed}"
 
     run = verify_output(str(tmp_path / "out"))
     assert run["params"]["images"] == gcs.url("images")
-    assert run["counts"] == {"ok": 24, "corrupt": 3, "missing": 1}
+    assert run["counts"] == {"ok": 26, "corrupt": 1, "missing": 1}
     tree = tmp_path / "work/images"
     local_files = {
         f"images/{p.relative_to(tree).as_posix()}": p.read_bytes()
@@ -53,13 +71,15 @@ def test_prepare_dataset_through_gcs_equals_the_local_tree(tmp_path, gcs):  # no
         if p.is_file()
     }
     stored = gcs.objects("images/")
-    assert len(local_files) >= 27 and stored == local_files
+    assert len(local_files) == 27 and stored == local_files, "only images, no bookkeeping"
 
     local = preprocess_images(
-        csv=str(csv),
-        images=str(tmp_path / "work/images"),
-        out=str(tmp_path / "local"),
-        partition_size=10,
+        PreprocessParams(
+            csv=str(csv),
+            images=str(tmp_path / "work/images"),
+            out=str(tmp_path / "local"),
+            partition_size=10,
+        ),
         return_state=True,
     )
     assert local.is_completed(), local.message

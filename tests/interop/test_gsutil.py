@@ -59,7 +59,7 @@ def test_tree_uploaded_by_gsutil_is_read_back_by_gcs_storage(gcs, gsutil, tree):
 def test_tree_uploaded_by_gsutil_preprocesses_like_the_local_folder(
     prefect_server, gcs, gsutil, tmp_path
 ):
-    from flows.cli import main
+    from cli.main import main
 
     root = tmp_path / "images"
     paths = write_tree(root, 23, seed=5, min_side=48, max_side=240)

@@ -23,7 +23,7 @@ def test_read_paths_keeps_order_and_empty_cells(tmp_path):
         ("a,b\n1,2\n", "image_path", "no column 'image_path' \\(columns: a, b\\)"),
         ("image_path\n", "image_path", "no rows"),
         ("", "image_path", "columns: none"),
-        ("a\x00b,c\n1,2\n", "image_path", "line 1 cannot be read"),
+        ("image_path\na.jpg\nb\x00.jpg\n", "image_path", "row 1 \\(line 3\\) has a NUL byte"),
     ],
 )
 def test_bad_csv_is_a_usage_error(tmp_path, content, column, message):
@@ -62,7 +62,11 @@ def test_parse_partition_ids():
 
 def test_plan_select_rejects_unknown_partitions():
     plan = Plan(
-        25, "m.parquet", [PartitionPlan(i, i * 10, min(25, i * 10 + 10), "f") for i in range(3)]
+        25,
+        "m.parquet",
+        [PartitionPlan(i, i * 10, min(25, i * 10 + 10), "f") for i in range(3)],
+        25,
+        None,
     )
     assert [p.id for p in plan.select([2, 0])] == [0, 2]
     assert len(plan.select(None)) == 3
