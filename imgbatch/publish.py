@@ -1,0 +1,156 @@
+"""Publish several files of a folder as one set: a crash leaves the old set or the new one.
+
+Each file is first written in full under a staged name (files.staged_name) and fsynced.
+Then a journal, OUT/.publish.json, names every staged -> final rename with the size and
+sha256 of each file; it is written atomically and fsynced before the first rename. Then
+the renames run (the commit record, run.json, last), the folder is fsynced and the journal
+deleted. A journal found later is finished by `recover` (under the output lock): forward
+when every file is still there, at its staged or its final name, with the journal's size;
+otherwise (something outside imgbatch deleted or cut a staged file) the outputs are
+removed, since neither set is whole any more, and the next run rebuilds them from shards.
+Sizes suffice for that decision because the staged files were fsynced before the journal
+existed; verify.verify_output checks the hashes.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import suppress
+from dataclasses import asdict, dataclass
+
+from imgbatch.files import (
+    STAGED,
+    file_digest,
+    fsync_dir,
+    fsync_file,
+    read_json,
+    remove_stale_temps,
+    staged_name,
+    write_json,
+)
+
+JOURNAL = ".publish.json"
+JOURNAL_FORMAT = "imgbatch-publish/1"
+
+
+@dataclass(frozen=True)
+class Staged:
+    final: str  # file name inside OUT
+    tmp: str  # staged file name inside OUT
+    sha256: str
+    bytes: int
+
+
+class Publication:
+    """Staged files of one publish; those not published are deleted when the block ends.
+
+    with Publication(out) as pub:
+        tmp = pub.new("images.npy"); write tmp; pub.done("images.npy")
+        ...
+        pub.commit(remove=["images_f32.npy"])
+    """
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+        self.paths: dict[str, str] = {}
+        self.staged: dict[str, Staged] = {}
+
+    def __enter__(self) -> Publication:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for path in self.paths.values():
+            with suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def new(self, final: str) -> str:
+        """The staged path to write `final`'s new content to."""
+        self.paths[final] = staged_name(os.path.join(self.out, final))
+        return self.paths[final]
+
+    def done(self, final: str, sha256: str | None = None) -> Staged:
+        """Fsync the staged file and record its size and sha256 (computed unless given)."""
+        path = self.paths[final]
+        fsync_file(path)
+        digest, size = file_digest(path) if sha256 is None else (sha256, os.path.getsize(path))
+        self.staged[final] = Staged(final, os.path.basename(path), digest, size)
+        return self.staged[final]
+
+    def records(self) -> dict[str, dict]:
+        """{final name: {"sha256", "bytes"}} of the files staged so far."""
+        return {s.final: {"sha256": s.sha256, "bytes": s.bytes} for s in self.staged.values()}
+
+    def commit(self, remove: tuple[str, ...] = ()) -> None:
+        """Journal, rename every staged file into place (in staging order), then drop the
+        journal; `remove` names files that the new set makes stale (deleted with it)."""
+        journal = {
+            "format": JOURNAL_FORMAT,
+            "files": [asdict(s) for s in self.staged.values()],
+            "remove": list(remove),
+        }
+        write_json(os.path.join(self.out, JOURNAL), journal)
+        _roll_forward(self.out, journal)
+        self.paths.clear()
+
+
+def _roll_forward(out: str, journal: dict) -> None:
+    for entry in journal["files"]:
+        with suppress(FileNotFoundError):  # already renamed by an earlier attempt
+            os.replace(os.path.join(out, entry["tmp"]), os.path.join(out, entry["final"]))
+    for name in journal["remove"]:
+        with suppress(FileNotFoundError):
+            os.unlink(os.path.join(out, name))
+    fsync_dir(out)
+    os.unlink(os.path.join(out, JOURNAL))
+    fsync_dir(out)
+
+
+def _complete(out: str, entry: dict) -> bool:
+    """The entry's file exists with the journal's size, at its staged or its final name."""
+    for name in (entry["tmp"], entry["final"]):
+        with suppress(OSError):
+            return os.path.getsize(os.path.join(out, name)) == entry["bytes"]
+    return False
+
+
+def recover(out: str) -> str | None:
+    """Finish a publish that was interrupted; say what was done (None: nothing to do).
+
+    Call it holding outlock.output_lock(out, ...), before anything else reads or writes OUT.
+    Also deletes staged files of killed writers that never reached their journal.
+    """
+    path = os.path.join(out, JOURNAL)
+    journal = read_json(path)
+    note = None
+    if journal is not None and journal.get("format") == JOURNAL_FORMAT:
+        files = journal["files"]
+        if all(_complete(out, e) for e in files):
+            _roll_forward(out, journal)
+            note = f"{out}: finished an interrupted publish (the new outputs are in place)"
+        elif all(os.path.exists(os.path.join(out, e["tmp"])) for e in files):
+            _undo(out, journal, finals=False)
+            note = f"{out}: undid an interrupted publish that lost a staged file (old outputs kept)"
+        else:
+            _undo(out, journal, finals=True)
+            note = (
+                f"{out}: an interrupted publish lost a staged file after it began renaming; "
+                "outputs removed, shards kept: rerun to assemble"
+            )
+    elif os.path.exists(path):
+        os.unlink(path)
+    remove_stale_temps(out, STAGED)
+    return note
+
+
+def _undo(out: str, journal: dict, finals: bool) -> None:
+    """Delete the staged files; with `finals` (neither set is whole) the outputs too, the
+    commit record first. The journal goes last."""
+    names = [e["tmp"] for e in journal["files"]]
+    if finals:
+        names = [e["final"] for e in reversed(journal["files"])] + names
+    for name in names:
+        with suppress(FileNotFoundError):
+            os.unlink(os.path.join(out, name))
+    fsync_dir(out)
+    os.unlink(os.path.join(out, JOURNAL))
+    fsync_dir(out)
