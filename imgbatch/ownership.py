@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from imgbatch.assemble import IMAGES, INDEX, NORMALIZED, OUTPUT_FORMAT, PREVIEW, RUN
 from imgbatch.errors import UsageError
 from imgbatch.files import STAGED, TEMP, file_digest, fsync_dir, read_json
-from imgbatch.outlock import LOCK_NAME
+from imgbatch.outlock import LOCK_NAME, output_lock
 from imgbatch.plan import MANIFEST_NAME
-from imgbatch.publish import JOURNAL
+from imgbatch.publish import JOURNAL, recover
 from imgbatch.shards import SHARDS_DIR
 from imgbatch.spec import ImageSpec
 
@@ -54,6 +56,20 @@ def same_dataset(old: dict, new: dict) -> bool:
     """Same column, images root and pixel parameters, and the same CSV path or content."""
     same_csv = old.get("csv") == new["csv"] or old.get("csv_sha256") == new["csv_sha256"]
     return same_csv and all(old.get(k) == new[k] for k in SAME_KEYS)
+
+
+@contextmanager
+def claim_output(
+    out: str, dataset: dict, label: str, overwrite: bool = False, wait: float = 0
+) -> Iterator[str | None]:
+    """What a run does before any work on OUT, in this order, held for the whole run: take
+    the writer lock (OutputBusy), finish an interrupted publish, check that OUT is this
+    dataset's (OutputConflict). Yields recover's note (None when there was nothing to do).
+    """
+    with output_lock(out, label, wait):
+        note = recover(out)
+        check_output(out, dataset, overwrite)
+        yield note
 
 
 def check_output(out: str, dataset: dict, overwrite: bool = False) -> None:

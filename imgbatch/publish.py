@@ -5,9 +5,10 @@ Then a journal, OUT/.publish.json, names every staged -> final rename with the s
 sha256 of each file; it is written atomically and fsynced before the first rename. Then
 the renames run (the commit record, run.json, last), the folder is fsynced and the journal
 deleted. A journal found later is finished by `recover` (under the output lock): forward
-when every file is still there, at its staged or its final name, with the journal's size;
-otherwise (something outside imgbatch deleted or cut a staged file) the outputs are
-removed, since neither set is whole any more, and the next run rebuilds them from shards.
+when every file is still there, at its staged or its final name, with the journal's size.
+Otherwise something outside imgbatch deleted or cut a staged file: back when no rename
+had happened (the old set is whole), else the outputs are removed, since neither set is
+whole any more, and the next run rebuilds them from the shards.
 Sizes suffice for that decision because the staged files were fsynced before the journal
 existed; verify.verify_output checks the hashes.
 """
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass
 
 from imgbatch.files import (
     STAGED,
+    TEMP,
     file_digest,
     fsync_dir,
     fsync_file,
@@ -117,7 +119,7 @@ def recover(out: str) -> str | None:
     """Finish a publish that was interrupted; say what was done (None: nothing to do).
 
     Call it holding outlock.output_lock(out, ...), before anything else reads or writes OUT.
-    Also deletes staged files of killed writers that never reached their journal.
+    Also deletes temp and staged files of killed writers (their journal never got written).
     """
     path = os.path.join(out, JOURNAL)
     journal = read_json(path)
@@ -138,7 +140,8 @@ def recover(out: str) -> str | None:
             )
     elif os.path.exists(path):
         os.unlink(path)
-    remove_stale_temps(out, STAGED)
+    for pattern in (TEMP, STAGED):
+        remove_stale_temps(out, pattern)
     return note
 
 
