@@ -5,12 +5,12 @@ Then a journal, OUT/.publish.json, names every staged -> final rename with the s
 sha256 of each file; it is written atomically and fsynced before the first rename. Then
 the renames run (the commit record, run.json, last), the folder is fsynced and the journal
 deleted. A journal found later is finished by `recover` (under the output lock): forward
-when every file is still there, at its staged or its final name, with the journal's size.
+when every file is still there, at its staged name or (same inode: renamed) its final one.
 Otherwise something outside imgbatch deleted or cut a staged file: back when no rename
 had happened (the old set is whole), else the outputs are removed, since neither set is
 whole any more, and the next run rebuilds them from the shards.
-Sizes suffice for that decision because the staged files were fsynced before the journal
-existed; verify.verify_output checks the hashes.
+Size and inode suffice for that decision because the staged files were fsynced before the
+journal existed; verify.verify_output checks the hashes.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class Staged:
     tmp: str  # staged file name inside OUT
     sha256: str
     bytes: int
+    inode: int  # kept by the rename: tells the new file at the final name from the old one
 
 
 class Publication:
@@ -74,8 +75,9 @@ class Publication:
         """Fsync the staged file and record its size and sha256 (computed unless given)."""
         path = self.paths[final]
         fsync_file(path)
-        digest, size = file_digest(path) if sha256 is None else (sha256, os.path.getsize(path))
-        self.staged[final] = Staged(final, os.path.basename(path), digest, size)
+        digest = file_digest(path)[0] if sha256 is None else sha256
+        st = os.stat(path)
+        self.staged[final] = Staged(final, os.path.basename(path), digest, st.st_size, st.st_ino)
         return self.staged[final]
 
     def records(self) -> dict[str, dict]:
@@ -107,12 +109,17 @@ def _roll_forward(out: str, journal: dict) -> None:
     fsync_dir(out)
 
 
-def _complete(out: str, entry: dict) -> bool:
-    """The entry's file exists with the journal's size, at its staged or its final name."""
-    for name in (entry["tmp"], entry["final"]):
-        with suppress(OSError):
-            return os.path.getsize(os.path.join(out, name)) == entry["bytes"]
-    return False
+def _state(out: str, entry: dict) -> str:
+    """ "staged" (whole, at its staged name), "renamed" (the new file is at its final name)
+    or "lost" (something else removed or cut it)."""
+    for name, state in ((entry["tmp"], "staged"), (entry["final"], "renamed")):
+        try:
+            st = os.stat(os.path.join(out, name))
+        except OSError:
+            continue
+        if st.st_size == entry["bytes"] and (state == "staged" or st.st_ino == entry["inode"]):
+            return state
+    return "lost"
 
 
 def recover(out: str) -> str | None:
@@ -125,11 +132,11 @@ def recover(out: str) -> str | None:
     journal = read_json(path)
     note = None
     if journal is not None and journal.get("format") == JOURNAL_FORMAT:
-        files = journal["files"]
-        if all(_complete(out, e) for e in files):
+        states = {_state(out, e) for e in journal["files"]}
+        if "lost" not in states:
             _roll_forward(out, journal)
             note = f"{out}: finished an interrupted publish (the new outputs are in place)"
-        elif all(os.path.exists(os.path.join(out, e["tmp"])) for e in files):
+        elif "renamed" not in states:
             _undo(out, journal, finals=False)
             note = f"{out}: undid an interrupted publish that lost a staged file (old outputs kept)"
         else:
