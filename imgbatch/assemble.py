@@ -98,12 +98,7 @@ def assemble(
     shape = (n_rows, spec.size, spec.size, 3)
     counts: Counter[str] = Counter()
     with Publication(out) as pub:
-        digest = _write_images(pub.new(IMAGES), out, parts, records, shape)
-        pub.done(IMAGES, digest)
-        _write_index(pub.new(INDEX), out, parts, n_rows, counts)
-        pub.done(INDEX)
-        write_preview(pub.new(PREVIEW), pub.paths[IMAGES], pub.paths[INDEX])
-        pub.done(PREVIEW)
+        digest = _stage_data(pub, out, parts, records, shape, counts)
         run = {
             "format": OUTPUT_FORMAT,
             "dataset": dataset,
@@ -117,6 +112,19 @@ def assemble(
         pub.done(RUN)
         pub.commit(remove=(NORMALIZED,))
     return run
+
+
+def _stage_data(
+    pub: Publication, out: str, parts: list[PartitionPlan], records: dict, shape: tuple, counts
+) -> str:
+    """Stage images.npy, index.parquet and preview.png; return the array file's sha256."""
+    digest = _write_images(pub.new(IMAGES), out, parts, records, shape)
+    pub.done(IMAGES, digest)
+    _write_index(pub.new(INDEX), out, parts, shape[0], counts)
+    pub.done(INDEX)
+    write_preview(pub.new(PREVIEW), pub.paths[IMAGES], pub.paths[INDEX])
+    pub.done(PREVIEW)
+    return digest
 
 
 def _content(parts: list[PartitionPlan], params: dict, shape: tuple, counts: Counter) -> dict:
