@@ -22,13 +22,13 @@ from imgbatch.assemble import IMAGES, INDEX, NORMALIZED, OUTPUT_FORMAT, PREVIEW,
 from imgbatch.errors import UsageError
 from imgbatch.files import STAGED, TEMP, file_digest, fsync_dir, read_json
 from imgbatch.outlock import LOCK_NAME, output_lock
-from imgbatch.plan import MANIFEST_NAME
+from imgbatch.plan import PLAN_FILE
 from imgbatch.publish import JOURNAL, recover
 from imgbatch.shards import SHARDS_DIR
 from imgbatch.spec import ImageSpec
 
 OUTPUTS = (RUN, IMAGES, INDEX, PREVIEW, NORMALIZED)  # the commit record first
-OWN_NAMES = frozenset({*OUTPUTS, MANIFEST_NAME, SHARDS_DIR, JOURNAL, LOCK_NAME})
+OWN_NAMES = frozenset({*OUTPUTS, PLAN_FILE, SHARDS_DIR, JOURNAL, LOCK_NAME})
 SAME_KEYS = ("column", "images", "size", "resize_mode", "background")
 
 
@@ -79,7 +79,7 @@ def check_output(out: str, dataset: dict, overwrite: bool = False) -> None:
     same dataset (a rerun is incremental; overwrite changes nothing then). Refused unless
     `overwrite`: a finished result of a different dataset, outputs without imgbatch's
     run.json, or names imgbatch does not use. With `overwrite`, a different or unknown
-    result is removed before any work: the outputs, manifest.parquet and shards/; files
+    result is removed before any work: the outputs, plan.parquet and shards/; files
     with other names are kept (imgbatch never deletes what it does not know).
     Call it holding outlock.output_lock(out, ...), after publish.recover(out).
     """
@@ -138,8 +138,8 @@ def foreign_names(out: str) -> list[str]:
 
 
 def clear_outputs(out: str) -> None:
-    """Delete the outputs (run.json first), the journal, manifest.parquet and shards/."""
-    for name in (*OUTPUTS, JOURNAL, MANIFEST_NAME, SHARDS_DIR):
+    """Delete the outputs (run.json first), the journal, plan.parquet and shards/."""
+    for name in (*OUTPUTS, JOURNAL, PLAN_FILE, SHARDS_DIR):
         path = os.path.join(out, name)
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path)

@@ -80,7 +80,7 @@ def run(csv: str, root: str, out: Path) -> list[dict]:
         storage = open_storage(root)
         plan = make_plan(csv, "image_path", storage, SPEC, PARTITION_SIZE, str(out))
         summaries = [
-            run_partition(p, plan.manifest, storage, SPEC, str(out), "threads", 1)
+            run_partition(p, plan.rows_file, storage, SPEC, str(out), "threads", 1)
             for p in plan.partitions
         ]
         assemble(str(out), plan.partitions, plan.n_rows, SPEC, {}, dataset=dataset)
@@ -106,7 +106,7 @@ def sets(make_dataset, tmp_path: Path) -> Sets:
     storage = open_storage(root)
     plan = make_plan(csv, "image_path", storage, SPEC, PARTITION_SIZE, str(out))
     for p in plan.partitions:
-        run_partition(p, plan.manifest, storage, SPEC, str(out), "threads", 1)
+        run_partition(p, plan.rows_file, storage, SPEC, str(out), "threads", 1)
     return Sets(out, csv, root, old, new)
 
 

@@ -33,7 +33,7 @@ def run(csv, root, out, spec=DEFAULT_SPEC, overwrite=False) -> dict:
         storage = open_storage(str(root))
         plan = make_plan(str(csv), "image_path", storage, spec, 10, str(out))
         for p in plan.partitions:
-            run_partition(p, plan.manifest, storage, spec, str(out), "threads", 1)
+            run_partition(p, plan.rows_file, storage, spec, str(out), "threads", 1)
         return assemble(str(out), plan.partitions, plan.n_rows, spec, {}, dataset=dataset)
 
 
@@ -66,9 +66,7 @@ def test_run_json_records_the_dataset_and_every_file_of_the_set(make_dataset, tm
             "sha256": sha(out / name),
             "bytes": (out / name).stat().st_size,
         }
-    assert sorted(os.listdir(out)) == sorted(
-        [*OUTPUTS, ".imgbatch.lock", "manifest.parquet", "shards"]
-    )
+    assert sorted(os.listdir(out)) == sorted([*OUTPUTS, ".imgbatch.lock", "plan.parquet", "shards"])
 
 
 def test_same_dataset_rerun_or_touched_csv_rewrites_nothing(make_dataset, tmp_path):
@@ -177,7 +175,7 @@ def test_missing_empty_or_shards_only_out_is_fine(make_dataset, tmp_path):
     out = tmp_path / "out"
     storage = open_storage(root)
     plan = make_plan(csv, "image_path", storage, ImageSpec(), 10, str(out))
-    run_partition(plan.partitions[0], plan.manifest, storage, ImageSpec(), str(out), "threads", 1)
+    run_partition(plan.partitions[0], plan.rows_file, storage, ImageSpec(), str(out), "threads", 1)
     check_output(str(out), dataset, False)
     (tmp_path / "file").write_text("x")
     with pytest.raises(UsageError, match="is a file, not a folder"):
