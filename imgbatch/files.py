@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+HASH_BLOCK = 1 << 24
 
 
 def fsync_dir(path: str) -> None:
@@ -16,6 +19,31 @@ def fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_file(path: str) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def file_digest(path: str) -> tuple[str, int]:
+    """(sha256 hex, size in bytes) of a file, read in blocks (memory does not grow with it)."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while block := f.read(HASH_BLOCK):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def staged_name(path: str) -> str:
+    """A unique name beside `path` for a file that a publish (imgbatch.publish) renames later.
+
+    Not matched by the `.tmp-` pattern, so a new run's clean-up of killed writers' temps
+    never deletes a staged file that an interrupted publish's journal still names.
+    """
+    return f"{path}.staged-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 @contextmanager
@@ -27,8 +55,7 @@ def atomic_path(path: str) -> Iterator[str]:
     tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        fsync_file(tmp)
         os.replace(tmp, path)
         fsync_dir(os.path.dirname(os.path.abspath(path)))
     finally:
@@ -36,10 +63,11 @@ def atomic_path(path: str) -> Iterator[str]:
             os.unlink(tmp)
 
 
-_TEMP = re.compile(r"\.tmp-(\d+)-[0-9a-f]{8}$")
+TEMP = re.compile(r"\.tmp-(\d+)-[0-9a-f]{8}$")
+STAGED = re.compile(r"\.staged-(\d+)-[0-9a-f]{8}$")
 
 
-def remove_stale_temps(folder: str) -> list[str]:
+def remove_stale_temps(folder: str, pattern: re.Pattern = TEMP) -> list[str]:
     """Delete temp files left by writers that were killed (their pid no longer runs)."""
     removed = []
     try:
@@ -47,14 +75,15 @@ def remove_stale_temps(folder: str) -> list[str]:
     except FileNotFoundError:
         return removed
     for name in names:
-        m = _TEMP.search(name)
-        if m and not _pid_alive(int(m.group(1))):
+        m = pattern.search(name)
+        if m and not pid_alive(int(m.group(1))):
             os.unlink(os.path.join(folder, name))
             removed.append(name)
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True when a process with this pid runs (on this host)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -15,11 +15,10 @@ import numba
 import numpy as np
 import pyarrow.parquet as pq
 
-from imgbatch.assemble import IMAGES, INDEX, RUN
+from imgbatch.assemble import IMAGES, INDEX, NORMALIZED, RUN
 from imgbatch.errors import UsageError
 from imgbatch.files import atomic_path, read_json, write_json
 
-NORMALIZED = "images_f32.npy"
 BLOCK_ROWS = 4096
 
 
