@@ -9,14 +9,17 @@ import time
 
 from prefect import flow
 from prefect.futures import as_completed
+from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.naming import named
 from flows.progress import terminal_bar
 from flows.states import fails_cleanly, failure
+from imgbatch import parallel
 from imgbatch.found import check_found
 from imgbatch.job import Job
+from imgbatch.ownership import claim_output, dataset_identity
 from imgbatch.params import PreprocessParams
 from imgbatch.plan import Plan, split_done
 from imgbatch.preflight import check_preprocess
@@ -44,17 +47,32 @@ def preprocess_images(params: PreprocessParams) -> State:
     """Standardize every image named by the CSV into one row-aligned uint8 array."""
     t0 = time.perf_counter()
     params = check_preprocess(params)
-    plan = plan_run(params, ImageSpec(**params.pixel_params()))
-    check_found(plan, params.images, params.min_found)
-    job = Job.of(params, plan.rows_file)
-    todo, done = split_done(params.out, plan.select(params.partitions))
-    t_plan = time.perf_counter()
-    results, failures = run_partitions(todo, done, job, params)
-    timings = {
-        "plan_seconds": round(t_plan - t0, 3),
-        "partitions_seconds": round(time.perf_counter() - t_plan, 3),
-    }
-    return finish(params, plan, job, results, failures, timings)
+    spec = ImageSpec(**params.pixel_params())
+    dataset = dataset_identity(params.csv, params.column, params.images, spec)
+    with claim_output(params.out, dataset, writer_label(), params.overwrite) as note:
+        if note:
+            print(note)
+        plan = plan_run(params, spec)
+        check_found(plan, params.images, params.min_found)
+        job = Job(plan.rows_file, params.images, params.out, spec, *decoding(params))
+        todo, done = split_done(params.out, plan.select(params.partitions))
+        t_plan = time.perf_counter()
+        results, failures = run_partitions(todo, done, job, params)
+        timings = {
+            "plan_seconds": round(t_plan - t0, 3),
+            "partitions_seconds": round(time.perf_counter() - t_plan, 3),
+        }
+        return finish(params, plan, job, results, failures, timings, dataset)
+
+
+def writer_label() -> str:
+    """Who holds the output, as a second run on it is told."""
+    return f"flow run {flow_run.name} ({flow_run.id})"
+
+
+def decoding(params: PreprocessParams) -> tuple[str, int]:
+    """(threads|processes, workers), resolved once per run."""
+    return parallel.resolve(params.executor, params.workers)
 
 
 def run_partitions(
@@ -97,6 +115,7 @@ def finish(
     results: list[dict],
     failures: dict[int, str],
     timings: dict,
+    dataset: dict,
 ) -> State:
     """Failed when a partition failed; assembled when every partition is done."""
     out = params.out
@@ -116,7 +135,7 @@ def finish(
         )
         publish_summary(out, results, {}, None, note)
         return Completed(message=note, data={"assembled": False})
-    run = assemble_outputs(job, plan, params.model_dump(mode="json"), timings)
+    run = assemble_outputs(job, plan, params.model_dump(mode="json"), timings, dataset)
     counts = ", ".join(f"{k}={v}" for k, v in run["counts"].items())
     note = f"{run['rows']} rows -> {out}/images.npy ({counts})"
     publish_summary(out, results, {}, run, note)

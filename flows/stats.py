@@ -4,6 +4,7 @@ from prefect import flow
 
 from flows.naming import named
 from flows.states import fails_cleanly
+from imgbatch.outlock import output_lock
 from imgbatch.params import StatsParams
 from tasks.stats import compute_stats
 
@@ -12,4 +13,5 @@ from tasks.stats import compute_stats
 @fails_cleanly
 def image_stats(params: StatsParams) -> dict:
     """Statistics of OUT/images.npy's ok rows (0-255 scale)."""
-    return compute_stats(params.out, params.normalize)
+    with output_lock(params.out, "image-stats (rewrites run.json)"):
+        return compute_stats(params.out, params.normalize)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from imgbatch import parallel
-from imgbatch.params import PreprocessParams
 from imgbatch.partition import run_partition
 from imgbatch.plan import PartitionPlan
 from imgbatch.spec import ImageSpec
@@ -22,12 +20,6 @@ class Job:
     spec: ImageSpec
     executor: str  # "threads" or "processes", resolved from "auto"
     workers: int
-
-    @classmethod
-    def of(cls, params: PreprocessParams, rows_file: str) -> Job:
-        kind, n = parallel.resolve(params.executor, params.workers)
-        spec = ImageSpec(**params.pixel_params())
-        return cls(rows_file, params.images, params.out, spec, kind, n)
 
 
 def run_job_partition(part: PartitionPlan, job: Job) -> dict:

@@ -40,5 +40,5 @@ def preprocess_partition(part: PartitionPlan, job: Job, limit: str | None) -> di
 
 
 @task(name="assemble", cache_policy=NO_CACHE)
-def assemble_outputs(job: Job, plan: Plan, params: dict, timings: dict) -> dict:
-    return assemble(job.out, plan.partitions, plan.n_rows, job.spec, params, timings)
+def assemble_outputs(job: Job, plan: Plan, params: dict, timings: dict, dataset: dict) -> dict:
+    return assemble(job.out, plan.partitions, plan.n_rows, job.spec, params, timings, dataset)

@@ -345,12 +345,17 @@ def test_decode_worker_killed_mid_partition_is_retried(
 def test_two_runs_at_once_on_same_output(
     data: Dataset, api_url: str, spawn, tmp_path: Path
 ) -> None:
-    """Two CLI runs started together on one OUT: both succeed, nothing corrupted."""
+    """Two CLI runs started together on one OUT: one computes, the other stops at once with
+    one line naming the run that holds the folder; nothing is corrupted or done twice."""
     out = tmp_path / "out"
     argv = cli_argv(data, out, workers=2)
-    env = child_env(api_url, tmp_path / "prefect-home")  # one machine: shared results
+    env = child_env(api_url, tmp_path / "prefect-home")
     procs = {name: spawn(argv, env, name) for name in ("first", "second")}
-    for name, proc in procs.items():
-        finish(proc, tmp_path, name)
+    codes = {name: proc.wait(timeout=SUBPROCESS_TIMEOUT) for name, proc in procs.items()}
+    assert sorted(codes.values()) == [0, 2], codes
+    loser = next(name for name, code in codes.items() if code == 2)
+    err = (tmp_path / f"{loser}.err").read_text(errors="replace")
+    line = [x for x in err.splitlines() if x.startswith("imgbatch preprocess: error:")]
+    assert len(line) == 1 and "is being written by pid" in line[0] and "flow run" in line[0]
     check_final(out, data)
     assert not leftover_temps(out)

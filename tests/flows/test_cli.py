@@ -86,3 +86,20 @@ def test_failed_partition_gives_exit_1_and_one_line(make_dataset, tmp_path, caps
     err = [line for line in capsys.readouterr().err.splitlines() if "imgbatch preprocess" in line]
     assert code == 1
     assert len(err) == 1 and "1 of 2 partitions failed" in err[0] and "partition 1" in err[0]
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_different_dataset_into_a_finished_output_needs_overwrite(make_dataset, tmp_path, capsys):
+    csv, root, _ = make_dataset(6)
+    out = tmp_path / "out"
+    assert main(args_for(csv, root, out, "--partition-size", "3")) == 0
+    before = (out / "images.npy").read_bytes()
+    capsys.readouterr()
+    assert main(args_for(csv, root, out, "--partition-size", "3", "--size", "32")) == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.startswith("imgbatch")]
+    assert len(err) == 1 and "--overwrite" in err[0], err
+    assert (out / "images.npy").read_bytes() == before, "a refused run changes nothing"
+    assert (
+        main(args_for(csv, root, out, "--partition-size", "3", "--size", "32", "--overwrite")) == 0
+    )
+    assert np.load(out / "images.npy").shape == (6, 32, 32, 3)
