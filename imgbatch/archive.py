@@ -1,74 +1,149 @@
-"""Safe, restartable extraction of tar archives (.tar, .tar.gz/.tgz, .tar.bz2, .tar.xz).
+"""Tar archives (.tar, .tar.gz/.tgz, .tar.bz2, .tar.xz): what they are, whether they are whole.
 
-Three traps this avoids:
+Traps this avoids:
 - `tarfile` stops at the tar end-of-archive blocks and never reads the gzip trailer, so a
-  .tar.gz missing its last bytes extracts "fine". The whole compressed stream is read first,
+  .tar.gz missing its last bytes extracts "fine". The whole compressed stream is read,
   which makes gzip/bz2/xz check their own CRC and length.
 - A member may point outside the tree (`..`, absolute path, symlink, hardlink) or be a
-  device or FIFO. Every member is checked against an allow-list (regular files and folders)
-  before anything is written, and extraction also runs with tarfile's "data" filter.
-- A crash mid-extraction must not leave a half tree that later stages take for complete.
-  Files land in a staging folder that is renamed into place; a marker beside the tree says
-  "extracting" before work starts and "done" after the rename. Later stages and reruns
-  trust a tree only when its marker says done for this very archive (size and mtime).
+  device or FIFO. Every member is checked against an allow-list (regular files and folders).
+- An HTML error page saved as x.tar.gz is not "damaged": `describe_non_archive` says what the
+  bytes are instead (HTML, JSON, XML, empty), so the message can say so.
+
+Bookkeeping lives beside a folder, never inside it (users upload the folder):
+`<parent>/.<name>.imgbatch/` for `<parent>/<name>/`. Holding:
+- `verified/<archive name>.json`: this archive passed `verify_archive` (size, mtime_ns,
+  sha256, files, bytes), so extraction need not read a 35 GB file twice.
+- `extracted/`, `staging-*/`: see imgbatch/extract.py.
 """
 
 from __future__ import annotations
 
 import bz2
 import gzip
-import json
 import lzma
 import os
-import shutil
 import tarfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
 from imgbatch.errors import PermanentError, UsageError
+from imgbatch.files import read_json, write_json
 
 CHUNK = 1 << 20
 SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar")
+FORMATS = {".tar.gz": "gzip", ".tgz": "gzip", ".tar.bz2": "bzip2", ".tbz2": "bzip2"}
+FORMATS |= {".tar.xz": "xz", ".txz": "xz", ".tar": "tar"}
+_MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"))
+_OPENERS = {"gzip": gzip.open, "bzip2": bz2.open, "xz": lzma.open}
 _DAMAGE = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)
 
 
-@dataclass(frozen=True)
-class Extracted:
-    archive: str
-    path: str  # the extracted tree
-    files: int
-    bytes: int
-    skipped: bool = False  # the marker said this archive was already extracted
+class DamagedArchive(PermanentError):
+    """The bytes are an archive, but cut short (`truncated`) or corrupt (bad CRC, bad header)."""
+
+    def __init__(self, archive: Path, reason: str, truncated: bool) -> None:
+        super().__init__(f"{archive}: damaged archive: {reason}")
+        self.reason, self.truncated = reason, truncated
+
+
+def _suffix(name: str) -> str | None:
+    lower = name.lower()
+    return next((s for s in SUFFIXES if lower.endswith(s) and len(name) > len(s)), None)
+
+
+def is_archive_name(name: str | os.PathLike) -> bool:
+    """True when the file name ends in one of SUFFIXES (the downloads that get checked)."""
+    return _suffix(Path(name).name) is not None
 
 
 def archive_stem(archive: str | os.PathLike) -> str:
     """Folder name for an archive: `train.tar.gz` -> `train`."""
     name = Path(archive).name
-    for suffix in SUFFIXES:
-        if name.lower().endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
+    if suffix := _suffix(name):
+        return name[: -len(suffix)]
     raise UsageError(f"not a tar archive name (expected one of {', '.join(SUFFIXES)}): {name}")
 
 
-def marker_path(tree: str | os.PathLike) -> Path:
-    """Where the done-marker of an extracted tree lives (beside it, not inside it)."""
-    tree = Path(tree)
-    return tree.parent / f".{tree.name}.extracted.json"
+def expected_format(archive: str | os.PathLike) -> str:
+    """The format the name promises: gzip, bzip2, xz or tar."""
+    return FORMATS[_suffix(Path(archive).name) or ".tar"]
 
 
-def _open_stream(path: Path) -> IO[bytes]:
-    """The decompressed byte stream, chosen by magic number rather than by file name."""
+def content_format(path: Path) -> str | None:
+    """The format the bytes are in (gzip, bzip2, xz, tar), by magic number; None if neither."""
     with path.open("rb") as f:
         magic = f.read(6)
-    if magic.startswith(b"\x1f\x8b"):
-        return gzip.open(path, "rb")
-    if magic.startswith(b"BZh"):
-        return bz2.open(path, "rb")
-    if magic.startswith(b"\xfd7zXZ\x00"):
-        return lzma.open(path, "rb")
-    return path.open("rb")
+    for prefix, kind in _MAGIC:
+        if magic.startswith(prefix):
+            return kind
+    try:
+        return "tar" if magic and tarfile.is_tarfile(path) else None
+    except OSError:
+        return None
+
+
+def describe_non_archive(path: Path, content_type: str | None = None) -> str | None:
+    """What the file is when it is not an archive ("an HTML page (text/html)"), else None."""
+    if content_format(path) is not None:
+        return None
+    with path.open("rb") as f:
+        head = f.read(512).lstrip().lower()
+    ctype = (content_type or "").lower()
+    if not head:
+        what = "an empty file"
+    elif head.startswith((b"<!doctype html", b"<html")) or "html" in ctype:
+        what = "an HTML page"
+    elif head.startswith((b"{", b"[")) or "json" in ctype:
+        what = "a JSON document"
+    elif head.startswith(b"<"):
+        what = "an XML document"
+    else:
+        what = f"a file that is no archive (first bytes {head[:16]!r})"
+    return f"{what} ({content_type})" if content_type else what
+
+
+def open_stream(path: Path) -> IO[bytes]:
+    """The decompressed byte stream, chosen by magic number rather than by file name."""
+    opener = _OPENERS.get(content_format(path) or "tar")
+    return opener(path, "rb") if opener else path.open("rb")
+
+
+def bookkeeping_dir(folder: str | os.PathLike) -> Path:
+    """`<parent>/.<name>.imgbatch` for `<parent>/<name>`: same filesystem, outside the tree."""
+    folder = Path(folder).resolve()
+    if folder.parent == folder:
+        raise UsageError(f"{folder}: choose a folder below the filesystem root")
+    return folder.parent / f".{folder.name}.imgbatch"
+
+
+def identity(path: Path) -> dict:
+    """Size and mtime: enough to tell that a file was not replaced since it was checked."""
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def verified_path(archive: str | os.PathLike) -> Path:
+    archive = Path(archive)
+    return bookkeeping_dir(archive.parent) / "verified" / f"{archive.name}.json"
+
+
+def record_verified(archive: str | os.PathLike, sha256: str, files: int, nbytes: int) -> Path:
+    """Note that `archive` passed verify_archive (raises OSError when that cannot be written)."""
+    archive, path = Path(archive), verified_path(archive)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {**identity(archive), "sha256": sha256, "files": files, "bytes": nbytes}
+    write_json(str(path), doc)
+    return path
+
+
+def verified_record(archive: str | os.PathLike) -> dict | None:
+    """The record of an earlier full check of this very file (same size and mtime), or None."""
+    archive = Path(archive)
+    doc = read_json(str(verified_path(archive))) if archive.is_file() else None
+    if doc is None or any(doc.get(k) != v for k, v in identity(archive).items()):
+        return None
+    return doc
 
 
 def member_problem(member: tarfile.TarInfo) -> str | None:
@@ -91,122 +166,53 @@ def member_problem(member: tarfile.TarInfo) -> str | None:
     return None
 
 
-def _refuse(archive: Path, member: tarfile.TarInfo, reason: str) -> PermanentError:
+def refuse(archive: Path, member: tarfile.TarInfo, reason: str) -> PermanentError:
+    """The error for a member outside the allow-list."""
     return PermanentError(f"{archive}: member {member.name!r} refused: {reason}")
 
 
 def verify_archive(archive: str | os.PathLike) -> tuple[int, int]:
     """Read the whole archive once, writing nothing; return (files, bytes) or raise.
 
-    PermanentError names the refused member, or says the archive is damaged (cut, bad CRC).
+    PermanentError names the refused member or says what the file is instead (HTML, ...);
+    DamagedArchive (a PermanentError) says the archive is cut short or corrupt.
     """
     archive = Path(archive)
     if not archive.is_file():
         raise PermanentError(f"{archive}: no such archive")
+    if what := describe_non_archive(archive):
+        raise PermanentError(f"{archive} is {what}, not a {expected_format(archive)} archive")
     files = nbytes = 0
     try:
-        with _open_stream(archive) as raw, tarfile.open(fileobj=raw, mode="r|") as tf:
+        with open_stream(archive) as raw, tarfile.open(fileobj=raw, mode="r|") as tf:
             for member in tf:
                 if reason := member_problem(member):
-                    raise _refuse(archive, member, reason)
+                    raise refuse(archive, member, reason)
                 if member.isreg():
-                    got = _drain(tf.extractfile(member))
+                    got = drain(tf.extractfile(member))
                     if got != member.size:
-                        raise PermanentError(
-                            f"{archive}: damaged archive: member {member.name!r} has {got} of "
-                            f"{member.size} bytes"
-                        )
+                        short = f"member {member.name!r} has {got} of {member.size} bytes"
+                        raise DamagedArchive(archive, f"truncated ({short})", truncated=True)
                     files, nbytes = files + 1, nbytes + got
             # Past the tar end: read on so the compressor checks its trailer (CRC, length).
-            _drain(raw)
+            drain(raw)
     except PermanentError:
         raise
     except _DAMAGE as exc:
-        raise PermanentError(f"{archive}: damaged archive: {exc}") from exc
+        raise damage(archive, exc) from exc
     return files, nbytes
 
 
-def _drain(f: IO[bytes] | None) -> int:
+def damage(archive: Path, exc: BaseException) -> DamagedArchive:
+    """The DamagedArchive for an exception met while reading `archive`."""
+    text = str(exc) or type(exc).__name__
+    truncated = isinstance(exc, EOFError) or "unexpected end" in text
+    return DamagedArchive(archive, f"truncated ({text})" if truncated else text, truncated)
+
+
+def drain(f: IO[bytes] | None) -> int:
+    """Read `f` to its end (so a compressor checks its trailer); return the byte count."""
     n = 0
     while f is not None and (block := f.read(CHUNK)):
         n += len(block)
     return n
-
-
-def _identity(archive: Path) -> dict:
-    st = archive.stat()
-    return {"archive": str(archive.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def _read_marker(marker: Path) -> dict | None:
-    try:
-        return json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _write_marker(marker: Path, record: dict) -> None:
-    tmp = marker.with_name(marker.name + ".tmp")
-    with tmp.open("w") as f:
-        json.dump(record, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, marker)
-
-
-def is_extracted(tree: str | os.PathLike) -> bool:
-    """True when `tree` is complete: its marker says done. For stages that read the tree."""
-    record = _read_marker(marker_path(tree))
-    return Path(tree).is_dir() and record is not None and record.get("state") == "done"
-
-
-def extract_archive(archive: str | os.PathLike, dest_dir: str | os.PathLike) -> Extracted:
-    """Extract `archive` to dest_dir/<archive stem>, checked first, all or nothing.
-
-    A rerun skips an archive whose marker says done for the same file; anything else left
-    by an earlier run (staging folder, tree with an "extracting" marker) is removed first.
-    A folder already at the target that this function did not make is never deleted.
-    """
-    archive = Path(archive)
-    dest = Path(dest_dir)
-    target = dest / archive_stem(archive)
-    staging = dest / f".{target.name}.staging"
-    marker = marker_path(target)
-    if not archive.is_file():
-        raise PermanentError(f"{archive}: no such archive")
-    identity = _identity(archive)
-    record = _read_marker(marker)
-    if (
-        record
-        and record.get("state") == "done"
-        and target.is_dir()
-        and all(record.get(k) == v for k, v in identity.items())
-    ):
-        return Extracted(str(archive), str(target), record["files"], record["bytes"], True)
-    if record is None and target.exists():
-        raise PermanentError(
-            f"{target} exists and was not made by extracting an archive: "
-            "move it away or choose another destination"
-        )
-
-    shutil.rmtree(staging, ignore_errors=True)  # a crashed run's leftovers: start clean
-    files, nbytes = verify_archive(archive)  # refuses bad members before anything is written
-    dest.mkdir(parents=True, exist_ok=True)
-    _write_marker(marker, {**identity, "state": "extracting"})
-    try:
-        staging.mkdir()
-        with _open_stream(archive) as raw, tarfile.open(fileobj=raw, mode="r|") as tf:
-            for member in tf:
-                if reason := member_problem(member):  # the file may have changed since
-                    raise _refuse(archive, member, reason)
-                tf.extract(member, staging, filter="data")
-        if target.exists():
-            shutil.rmtree(target)  # ours: the marker said "extracting" or an older archive
-        os.rename(staging, target)
-    except BaseException as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(exc, _DAMAGE):
-            raise PermanentError(f"{archive}: extraction failed: {exc}") from exc
-        raise
-    _write_marker(marker, {**identity, "state": "done", "files": files, "bytes": nbytes})
-    return Extracted(str(archive), str(target), files, nbytes)

@@ -12,8 +12,8 @@ from dataclasses import asdict
 
 from prefect import get_run_logger, task
 
-from imgbatch.archive import extract_archive
 from imgbatch.download import WgetOptions, download
+from imgbatch.extract import extract_archive
 from tasks.limits import slot
 from tasks.retry import retry_options
 

@@ -13,14 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from imgbatch.archive import (
-    archive_stem,
-    extract_archive,
-    is_extracted,
-    marker_path,
-    verify_archive,
-)
+from imgbatch.archive import archive_stem, bookkeeping_dir, verify_archive
 from imgbatch.errors import PermanentError, UsageError
+from imgbatch.extract import extract_archive, is_extracted, marker_path, staging_path
 from imgbatch.samples import write_tree
 
 
@@ -64,11 +59,12 @@ def test_extracts_exact_tree_and_rerun_skips(tmp_path, photos, arcname):
     dest = tmp_path / "out"
     got = extract_archive(archive, dest)
 
-    tree = dest / "train" / ("" if arcname == "." else arcname)
+    tree = dest / ("" if arcname == "." else arcname)  # where `tar -xzf ... -C out` puts it
     assert tree_bytes(tree) == tree_bytes(photos)
-    assert (got.files, got.bytes) == (6, sum(map(len, tree_bytes(photos).values())))
-    assert is_extracted(dest / "train") and not got.skipped
-    assert sorted(p.name for p in dest.iterdir()) == [".train.extracted.json", "train"]
+    assert (got.files, got.bytes, got.placed) == (6, sum(map(len, tree_bytes(photos).values())), 6)
+    assert is_extracted(archive, dest) and not got.skipped
+    assert tree_bytes(dest).keys() == {f"{arcname}/{p}".lstrip("./") for p in tree_bytes(photos)}
+    assert marker_path(archive, dest).parent.parent == tmp_path / ".out.imgbatch"
 
     before = {p: p.stat().st_ino for p in tree.rglob("*")}
     again = extract_archive(archive, dest)
@@ -108,7 +104,7 @@ def test_bad_member_refused_before_anything_is_written(tmp_path, case):
 
     assert repr(bad.name) in str(err.value) and reason in str(err.value)
     assert not dest.exists()  # not even the harmless member that came first
-    assert sorted(p.name for p in (tmp_path / "area").rglob("*")) == []
+    assert sorted(p.name for p in (tmp_path / "area").rglob("*")) == []  # nor bookkeeping
     if escape_name:
         assert not list(tmp_path.rglob(escape_name))
 
@@ -133,23 +129,25 @@ def test_other_compressions_checked_to_the_end(tmp_path, photos, mode, suffix):
     assert extract_archive(good, tmp_path / "out").files == 6
     cut = tmp_path / f"cut.{suffix}"
     cut.write_bytes(good.read_bytes()[:-4])
+    before = tree_bytes(tmp_path / "out")
     with pytest.raises(PermanentError, match="damaged archive"):
         extract_archive(cut, tmp_path / "out")
-    assert not (tmp_path / "out" / "cut").exists()
+    assert tree_bytes(tmp_path / "out") == before
+    assert not is_extracted(cut, tmp_path / "out")
 
 
 def test_archive_cut_in_the_middle_leaves_no_tree(tmp_path, photos):
     archive = pack(tmp_path / "half.tar.gz", photos)
     archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
     dest = tmp_path / "out"
-    staging = dest / ".half.staging"
+    staging = staging_path(archive, dest)
     staging.mkdir(parents=True)  # leftovers of an earlier crashed run
     (staging / "junk.jpg").write_bytes(b"partial")
 
-    with pytest.raises(PermanentError, match="damaged archive"):
+    with pytest.raises(PermanentError, match="damaged archive: truncated"):
         extract_archive(archive, dest)
-    assert list(dest.iterdir()) == []
-    assert not is_extracted(dest / "half")
+    assert not dest.exists() and not staging.exists()
+    assert not is_extracted(archive, dest)
 
 
 def test_failure_while_writing_removes_staging(tmp_path):
@@ -162,23 +160,27 @@ def test_failure_while_writing_removes_staging(tmp_path):
 
     with pytest.raises(PermanentError, match="extraction failed"):
         extract_archive(archive, dest)
-    assert sorted(p.name for p in dest.iterdir()) == [".clash.extracted.json"]
-    assert not is_extracted(dest / "clash")
+    assert list(dest.iterdir()) == [] and not staging_path(archive, dest).exists()
+    assert not is_extracted(archive, dest)
 
 
-def test_rerun_after_crash_between_rename_and_done_starts_clean(tmp_path, photos):
+def test_rerun_after_crash_while_moving_starts_clean(tmp_path, photos):
     archive = pack(tmp_path / "train.tgz", photos)
     dest = tmp_path / "out"
     extract_archive(archive, dest)
-    # As a crash after the rename but before "done" would leave it, plus a stray file.
-    marker = marker_path(dest / "train")
+    # As a kill while files moved into place leaves it: some placed, marker "extracting".
+    marker = marker_path(archive, dest)
     marker.write_text(marker.read_text().replace('"done"', '"extracting"'))
-    (dest / "train" / "photos" / "stray.jpg").write_bytes(b"not from the archive")
-    assert not is_extracted(dest / "train")
+    placed = sorted((dest / "photos").rglob("*.*"))
+    placed[0].unlink()
+    placed[1].write_bytes(b"half written")
+    (dest / "photos" / "user.txt").write_bytes(b"not from the archive")
+    assert not is_extracted(archive, dest)
 
     got = extract_archive(archive, dest)
-    assert not got.skipped and is_extracted(dest / "train")
-    assert tree_bytes(dest / "train" / "photos") == tree_bytes(photos)
+    assert not got.skipped and got.placed == 6 and is_extracted(archive, dest)
+    user = {"user.txt": b"not from the archive"}  # not the archive's: left alone
+    assert tree_bytes(dest / "photos") == {**tree_bytes(photos), **user}
 
 
 def test_killed_during_extraction_rerun_starts_clean(tmp_path):
@@ -190,9 +192,9 @@ def test_killed_during_extraction_rerun_starts_clean(tmp_path):
     with tarfile.open(archive, "w:gz", compresslevel=1) as tf:
         tf.add(src, arcname="data")
     dest = tmp_path / "out"
-    staging = dest / ".big.staging" / "data"
+    staging = staging_path(archive, dest) / "data"
     code = (
-        f"from imgbatch.archive import extract_archive; extract_archive({str(archive)!r}, "
+        f"from imgbatch.extract import extract_archive; extract_archive({str(archive)!r}, "
         f"{str(dest)!r})"
     )
     proc = subprocess.Popen([sys.executable, "-c", code])
@@ -202,13 +204,14 @@ def test_killed_during_extraction_rerun_starts_clean(tmp_path):
         time.sleep(0.001)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not is_extracted(dest / "big")
+    assert not is_extracted(archive, dest)
     assert len(list(staging.iterdir())) < 200  # really stopped half-way
+    assert tree_bytes(dest) == {}  # nothing reached DEST
 
     got = extract_archive(archive, dest)
     assert got.files == 200 and not got.skipped
-    assert tree_bytes(dest / "big" / "data") == tree_bytes(src)
-    assert sorted(p.name for p in dest.iterdir()) == [".big.extracted.json", "big"]
+    assert tree_bytes(dest / "data") == tree_bytes(src) and list(dest.iterdir()) == [dest / "data"]
+    assert sorted(p.name for p in bookkeeping_dir(dest).iterdir()) == ["extracted", "lock"]
 
 
 def test_changed_archive_is_extracted_again(tmp_path, photos):
@@ -222,17 +225,31 @@ def test_changed_archive_is_extracted_again(tmp_path, photos):
 
     got = extract_archive(archive, dest)
     assert not got.skipped and got.files == 2
-    assert tree_bytes(dest / "set" / "photos") == tree_bytes(other)
+    assert tree_bytes(dest / "photos") == tree_bytes(other)  # the old version's files are gone
 
 
-def test_folder_not_made_by_us_is_never_replaced(tmp_path, photos):
+def test_file_not_placed_by_an_archive_is_never_replaced(tmp_path, photos):
     archive = pack(tmp_path / "set.tar.gz", photos)
-    mine = tmp_path / "out" / "set"
-    mine.mkdir(parents=True)
-    (mine / "keep.txt").write_text("user data")
-    with pytest.raises(PermanentError, match="not made by extracting"):
+    rel = sorted(tree_bytes(photos))[0]
+    mine = tmp_path / "out" / "photos" / rel
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"user data")
+    with pytest.raises(PermanentError) as err:
         extract_archive(archive, tmp_path / "out")
-    assert (mine / "keep.txt").read_text() == "user data"
+    assert f"photos/{rel}: differs" in str(err.value)
+    assert "placed by a file not placed by any archive" in str(err.value)
+    assert tree_bytes(tmp_path / "out") == {f"photos/{rel}": b"user data"}
+
+
+def test_per_archive_layout_puts_each_archive_under_its_stem(tmp_path, photos):
+    archive = pack(tmp_path / "set.tar.gz", photos)
+    got = extract_archive(archive, tmp_path / "out", layout="per-archive")
+    assert got.path == str(tmp_path / "out" / "set")
+    assert tree_bytes(tmp_path / "out" / "set" / "photos") == tree_bytes(photos)
+    assert is_extracted(archive, tmp_path / "out", layout="per-archive")
+    assert not is_extracted(archive, tmp_path / "out")  # the tar layout was not extracted
+    with pytest.raises(UsageError, match="layout must be one of"):
+        extract_archive(archive, tmp_path / "out", layout="flat")
 
 
 def test_verify_counts_members_and_names(tmp_path, photos):
