@@ -42,9 +42,10 @@ _DAMAGE = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)
 class DamagedArchive(PermanentError):
     """The bytes are an archive, but cut short (`truncated`) or corrupt (bad CRC, bad header)."""
 
-    def __init__(self, archive: Path, reason: str, truncated: bool) -> None:
+    def __init__(self, archive: Path, detail: str, truncated: bool) -> None:
+        reason = f"truncated ({detail})" if truncated else detail
         super().__init__(f"{archive}: damaged archive: {reason}")
-        self.reason, self.truncated = reason, truncated
+        self.detail, self.truncated = detail, truncated
 
 
 def _suffix(name: str) -> str | None:
@@ -192,7 +193,7 @@ def verify_archive(archive: str | os.PathLike) -> tuple[int, int]:
                     got = drain(tf.extractfile(member))
                     if got != member.size:
                         short = f"member {member.name!r} has {got} of {member.size} bytes"
-                        raise DamagedArchive(archive, f"truncated ({short})", truncated=True)
+                        raise DamagedArchive(archive, short, truncated=True)
                     files, nbytes = files + 1, nbytes + got
             # Past the tar end: read on so the compressor checks its trailer (CRC, length).
             drain(raw)
@@ -206,8 +207,7 @@ def verify_archive(archive: str | os.PathLike) -> tuple[int, int]:
 def damage(archive: Path, exc: BaseException) -> DamagedArchive:
     """The DamagedArchive for an exception met while reading `archive`."""
     text = str(exc) or type(exc).__name__
-    truncated = isinstance(exc, EOFError) or "unexpected end" in text
-    return DamagedArchive(archive, f"truncated ({text})" if truncated else text, truncated)
+    return DamagedArchive(archive, text, isinstance(exc, EOFError) or "unexpected end" in text)
 
 
 def drain(f: IO[bytes] | None) -> int:

@@ -7,6 +7,17 @@ when a stale or oversized partial file is in the way, and a remote that changed 
 attempts gets spliced. So the file is written as NAME.part, checked against the size the
 server announced and the sha256 when given, and only then renamed to NAME. A spliced or
 stale partial that fails the check is deleted and fetched once more from byte zero.
+
+An archive name (x.tar.gz, ...) is also checked as an archive before it gets its name: magic
+bytes first (an HTML error page, JSON, XML or an empty file is named as such, with the
+Content-Type wget printed), then the whole stream (imgbatch.archive.verify_archive). A file
+that fails is moved aside as NAME.bad, never kept as NAME, so a rerun downloads it again.
+Retrying: a truncated archive is transient only when the server announced no size (wget
+could not tell a dropped connection from the end); when the announced size arrived in full,
+or the bytes are a page instead of an archive, the server sends this very file every time,
+so the error is permanent for this run (a later rerun still downloads again). A passed check
+is recorded beside the folder (imgbatch.archive.record_verified), so extraction and reruns
+do not read a 35 GB archive again.
 """
 
 from __future__ import annotations
@@ -24,6 +35,15 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
+from imgbatch.archive import (
+    DamagedArchive,
+    describe_non_archive,
+    expected_format,
+    is_archive_name,
+    record_verified,
+    verified_record,
+    verify_archive,
+)
 from imgbatch.errors import PermanentError, TransientError, UsageError
 
 # Statuses that may pass on their own: wget retries them itself, and so may the orchestrator.
@@ -112,6 +132,8 @@ class Downloaded:
     wget_runs: int  # 1 normally; 2 when a stale or spliced partial was restarted from zero
     responses: tuple[int, ...] = ()
     skipped: bool = False  # already present and verified: nothing was fetched
+    members: int | None = None  # an archive: files in it (None for other downloads)
+    member_bytes: int | None = None  # an archive: their total size
 
 
 def file_name(url: str) -> str:
@@ -165,6 +187,7 @@ def file_sha256(path: Path) -> str:
 
 _STATUS = re.compile(r"^\s+HTTP/[\d.]+ (\d{3})\s*(.*)$")
 _LENGTH = re.compile(r"^\s+Content-Length:\s*(\d+)\s*$", re.IGNORECASE)
+_TYPE = re.compile(r"^\s+Content-Type:\s*(\S[^;]*)", re.IGNORECASE)
 _RANGE_TOTAL = re.compile(r"^\s+Content-Range:\s*bytes\s+(?:\d+-\d+|\*)/(\d+)", re.IGNORECASE)
 _PROGRESS = re.compile(r"^\s*\d+[KMG] [.,]")
 _NOTABLE = ("Retrying", "Giving up", "ERROR", "already fully retrieved", "saved [")
@@ -185,6 +208,7 @@ class _WgetLog:
     statuses: list[int] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     total: int | None = None
+    content_type: str | None = None  # of the last response
     already_retrieved: bool = False
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
     _last_emit: float = float("-inf")
@@ -194,6 +218,9 @@ class _WgetLog:
         if m := _STATUS.match(line):
             self.statuses.append(int(m.group(1)))
             self.reasons.append(m.group(2))
+            self.content_type = None
+        elif m := _TYPE.match(line):
+            self.content_type = m.group(1).strip()
         else:
             # The whole size: Content-Length of a 200, the "/TOTAL" of a 206 or 416.
             status = self.statuses[-1] if self.statuses else None
@@ -276,6 +303,80 @@ def _verify(part: Path, log: _WgetLog, sha256: str | None) -> tuple[str | None, 
     return None, digest
 
 
+class _NotAnArchive(Exception):
+    """The downloaded bytes are no whole archive; `kind` decides whether retrying helps."""
+
+    def __init__(self, problem: str, kind: type[TransientError | PermanentError]) -> None:
+        super().__init__(problem)
+        self.problem, self.kind = problem, kind
+
+
+def _check_archive(path: Path, name: str, log: _WgetLog | None) -> tuple[int, int]:
+    """(files, bytes) of a whole archive, or _NotAnArchive saying what arrived instead."""
+    kind = expected_format(name)
+    sender = "the server sent" if log else f"{path} is"
+    if what := describe_non_archive(path, log.content_type if log else None):
+        raise _NotAnArchive(f"{sender} {what}, not a {kind} archive", PermanentError)
+    try:
+        return verify_archive(path)
+    except DamagedArchive as exc:
+        state = "truncated" if exc.truncated else "damaged"
+        cut_unnoticed = exc.truncated and log is not None and log.total is None
+        raise _NotAnArchive(
+            f"{sender} a {state} {kind} archive ({exc.detail})",
+            TransientError if cut_unnoticed else PermanentError,
+        ) from exc
+    except PermanentError as exc:  # a refused member
+        raise _NotAnArchive(str(exc).removeprefix(f"{path}: "), PermanentError) from exc
+
+
+def _set_aside(path: Path, final: Path) -> Path:
+    """Move a file that is no archive to NAME.bad (replacing an older one), out of the way."""
+    bad = final.with_name(final.name + ".bad")
+    os.replace(path, bad)
+    return bad
+
+
+def _record(final: Path, digest: str, counts: tuple[int, int], note: LineSink | None) -> None:
+    """Record the passed archive check; without it extraction only checks the archive again."""
+    try:
+        record_verified(final, digest, *counts)
+    except OSError as exc:
+        if note:
+            note(f"could not record the archive check of {final} ({exc}); extraction re-reads it")
+
+
+def _existing(
+    url: str, final: Path, sha256: str | None, note: LineSink | None
+) -> Downloaded | None:
+    """The file already at NAME when it can stand as the download; else None (fetch it).
+
+    An archive with a recorded check is trusted by size and mtime (not read again); one
+    without is checked, and set aside as NAME.bad when it is no whole archive.
+    """
+    if not final.is_file():
+        return None
+    record = verified_record(final) if is_archive_name(final.name) else None
+    if record is not None:
+        counts = record["files"], record["bytes"]
+        digest = record["sha256"]
+    elif is_archive_name(final.name):
+        try:
+            counts = _check_archive(final, final.name, None)
+        except _NotAnArchive as exc:
+            bad = _set_aside(final, final)
+            if note:
+                note(f"{exc.problem}; moved to {bad}, downloading again")
+            return None
+        digest = file_sha256(final)
+        _record(final, digest, counts, note)
+    else:
+        counts, digest = (None, None), file_sha256(final)
+    if sha256 not in (None, digest):
+        return None
+    return Downloaded(url, str(final), final.stat().st_size, digest, 0, (), True, *counts)
+
+
 def download(
     url: str,
     dest_dir: str | os.PathLike,
@@ -288,40 +389,73 @@ def download(
 ) -> Downloaded:
     """Download `url` into dest_dir/NAME, verified; resume a NAME.part left by an earlier run.
 
-    Raises TransientError (worth retrying: network, 5xx/429, a remote that keeps changing),
-    PermanentError (404/403, checksum of a clean download wrong, unwritable destination) or
-    UsageError (bad URL or sha256, wget missing). A file already at NAME is kept when it
-    matches `sha256` (or when no sha256 is given).
+    Raises TransientError (worth retrying: network, 5xx/429, a remote that keeps changing,
+    an archive cut short with no size announced), PermanentError (404/403, checksum of a
+    clean download wrong, unwritable destination, an archive name that received an HTML
+    page or a damaged archive: kept as NAME.bad) or UsageError (bad URL or sha256, wget
+    missing). A file already at NAME is kept when it matches `sha256` (or when no sha256 is
+    given) and, for an archive name, is a whole archive; otherwise it is fetched again.
     """
     [(url, name, sha256)] = check_requests([url], [sha256] if sha256 else None)
     dest = Path(dest_dir)
     ensure_writable(dest)
-    final, part = dest / name, dest / f"{name}.part"
-    if final.is_file():
-        digest = file_sha256(final)
-        if sha256 in (None, digest):
-            return Downloaded(url, str(final), final.stat().st_size, digest, 0, skipped=True)
+    final = dest / name
+    if (got := _existing(url, final, sha256, on_progress)) is not None:
+        return got
 
-    responses: list[int] = []
-    for run in (1, 2):
-        had_partial = part.exists() and part.stat().st_size > 0
+    def fetch(part: Path) -> _WgetLog:
         log = _WgetLog(on_progress, progress_interval)
         code = runner(wget_argv(url, part, options), log.feed)
         log.close()
-        responses += log.statuses
         if code != 0:
             if part.exists() and part.stat().st_size == 0:
                 part.unlink()  # wget opens the output file even for a 404
             raise _exit_error(url, code, log, part)
+        return log
+
+    return _fetch(url, final, sha256, fetch)
+
+
+def _fetch(
+    url: str, final: Path, sha256: str | None, fetch: Callable[[Path], _WgetLog]
+) -> Downloaded:
+    """Run wget (twice at most: once more from zero after a spliced partial), verify, rename."""
+    part, responses = final.with_name(final.name + ".part"), []
+    for run in (1, 2):
+        had_partial = part.exists() and part.stat().st_size > 0
+        log = fetch(part)
+        responses += log.statuses
         problem, digest = _verify(part, log, sha256)
+        counts, kind = (None, None), None  # kind: set when the archive check failed
+        if problem is None and is_archive_name(final.name):
+            try:
+                counts = _check_archive(part, final.name, log)
+            except _NotAnArchive as exc:
+                problem, kind = exc.problem, exc.kind
         if problem is None:
             os.replace(part, final)
-            return Downloaded(url, str(final), final.stat().st_size, digest, run, tuple(responses))
-        part.unlink(missing_ok=True)
-        spliced = had_partial or any(s in (206, 416) for s in log.statuses)
-        if not spliced:
+            if counts[0] is not None:
+                _record(final, digest, counts, log.sink)
+            size = final.stat().st_size
+            return Downloaded(url, str(final), size, digest, run, tuple(responses), False, *counts)
+        if not (had_partial or any(s in (206, 416) for s in log.statuses)):
             # One clean stream from byte zero disagrees: the remote is not the expected file.
-            raise PermanentError(f"{url}: {problem}")
-        if on_progress:
-            on_progress(f"{problem}; discarding the partial file and restarting from zero")
+            raise _clean_stream_error(url, part, final, problem, kind)
+        part.unlink(missing_ok=True)
+        if log.sink:
+            log.sink(f"{problem}; discarding the partial file and restarting from zero")
     raise TransientError(f"{url}: {problem}, again after a restart from zero")
+
+
+def _clean_stream_error(
+    url: str, part: Path, final: Path, problem: str, kind: type[Exception] | None
+) -> Exception:
+    """The error for a whole download that failed its check; the file is not kept as NAME.
+
+    `kind` is None for a size or sha256 mismatch (the file is deleted), else the archive
+    check failed and the file is set aside as NAME.bad for a look.
+    """
+    if kind is not None and part.exists():
+        return kind(f"{url}: {problem}; kept as {_set_aside(part, final)}")
+    part.unlink(missing_ok=True)
+    return PermanentError(f"{url}: {problem}")

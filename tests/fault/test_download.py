@@ -1,10 +1,14 @@
-"""Real wget against a loopback server that cuts, stalls, lies about Range and changes content."""
+"""Real wget against a loopback server that cuts, stalls, lies about Range and changes content.
+
+The payload is a real .tar.gz of real photos: archive names are checked as archives too."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
+import tarfile
 import time
 
 import pytest
@@ -18,9 +22,10 @@ from imgbatch.download import (
     run_wget,
 )
 from imgbatch.errors import PermanentError, TransientError, UsageError
+from imgbatch.samples import write_tree
 
 FAST = WgetOptions(tries=3, waitretry=0, read_timeout=1, connect_timeout=2)
-SIZE = 2_000_000
+MIN_SIZE = 1_600_000  # the cuts below fall inside the archive
 
 
 def sha(data: bytes) -> str:
@@ -33,9 +38,27 @@ def server():
         yield srv
 
 
+def photo_archive(root, seed: int) -> bytes:
+    """A .tar.gz of real photos, at least MIN_SIZE bytes (photos hardly compress)."""
+    n, buf = 8, io.BytesIO()
+    while len(buf.getvalue()) < MIN_SIZE:
+        write_tree(root / f"s{seed}-{n}", n, seed=seed, subdirs=2, min_side=900, max_side=1500)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tf:
+            tf.add(root / f"s{seed}-{n}", arcname="photos")
+        n *= 2
+    return buf.getvalue()
+
+
 @pytest.fixture(scope="module")
-def data() -> bytes:
-    return os.urandom(SIZE)
+def data(tmp_path_factory) -> bytes:
+    return photo_archive(tmp_path_factory.mktemp("photos"), seed=1)
+
+
+@pytest.fixture(scope="module")
+def other(tmp_path_factory) -> bytes:
+    """Another archive: the remote after it changed."""
+    return photo_archive(tmp_path_factory.mktemp("other"), seed=2)
 
 
 def test_cut_mid_body_resumes_within_one_wget_run(server, data, tmp_path):
@@ -53,7 +76,7 @@ def test_cut_mid_body_resumes_within_one_wget_run(server, data, tmp_path):
     assert (tmp_path / "a.tar.gz").read_bytes() == data and got.sha256 == sha(data)
     assert [r.range for r in server.gets("a.tar.gz")] == [None, "bytes=500000-", "bytes=1200000-"]
     assert got.responses == (200, 206, 206) and got.wget_runs == 1
-    assert server.bytes_sent == SIZE  # nothing fetched twice
+    assert server.bytes_sent == len(data)  # nothing fetched twice
     assert not (tmp_path / "a.tar.gz.part").exists()
     assert "--continue" in argvs[0] and argvs[0][-1] == server.url("a.tar.gz")
     assert f"--output-document={tmp_path / 'a.tar.gz.part'}" in argvs[0]
@@ -70,7 +93,7 @@ def test_cut_with_no_tries_left_then_rerun_resumes_the_part(server, data, tmp_pa
     got = download(url, tmp_path, sha256=sha(data), options=FAST)
     assert (tmp_path / "a.tgz").read_bytes() == data
     assert server.gets("a.tgz")[-1].range == "bytes=700000-" and got.responses == (206,)
-    assert server.bytes_sent == SIZE
+    assert server.bytes_sent == len(data)
 
 
 @pytest.mark.parametrize("partial", [0, 500_000])
@@ -99,17 +122,18 @@ def test_oversized_partial_already_fully_retrieved_is_refetched(server, data, tm
     assert any("restarting from zero" in line for line in progress)
 
 
-@pytest.mark.parametrize("stale_size", [SIZE, 800_000])
+@pytest.mark.parametrize("stale_size", ["full", 800_000])
 def test_stale_partial_of_other_content_fails_sha_and_is_refetched(
     server, data, tmp_path, stale_size
 ):
-    (tmp_path / "a.tgz.part").write_bytes(os.urandom(stale_size))  # an older remote version
+    stale = os.urandom(len(data) if stale_size == "full" else stale_size)
+    (tmp_path / "a.tgz.part").write_bytes(stale)  # an older remote version
     server.add("a.tgz", data)
 
     got = download(server.url("a.tgz"), tmp_path, sha256=sha(data), options=FAST)
 
     assert (tmp_path / "a.tgz").read_bytes() == data
-    assert got.responses == ((416, 200) if stale_size == SIZE else (206, 200))
+    assert got.responses == ((416, 200) if stale_size == "full" else (206, 200))
 
 
 def test_complete_part_left_before_rename_is_kept(server, data, tmp_path):
@@ -167,18 +191,17 @@ def test_stalled_server_hits_read_timeout_in_bounded_time(server, data, tmp_path
     assert (tmp_path / "slow.tgz.part").read_bytes() == data[:200_000]  # kept for a rerun
 
 
-def test_remote_changed_between_attempts_restarts_from_zero(server, data, tmp_path):
-    new = os.urandom(SIZE)
-    server.add("a.tgz", data, cut_at=[600_000], content_after_first=new)
+def test_remote_changed_between_attempts_restarts_from_zero(server, data, other, tmp_path):
+    server.add("a.tgz", data, cut_at=[600_000], content_after_first=other)
 
-    got = download(server.url("a.tgz"), tmp_path, sha256=sha(new), options=FAST)
+    got = download(server.url("a.tgz"), tmp_path, sha256=sha(other), options=FAST)
 
-    assert (tmp_path / "a.tgz").read_bytes() == new
+    assert (tmp_path / "a.tgz").read_bytes() == other
     assert got.responses == (200, 206, 200) and got.wget_runs == 2
 
 
-def test_remote_no_longer_matching_sha_is_permanent(server, data, tmp_path):
-    server.add("a.tgz", data, cut_at=[600_000], content_after_first=os.urandom(SIZE))
+def test_remote_no_longer_matching_sha_is_permanent(server, data, other, tmp_path):
+    server.add("a.tgz", data, cut_at=[600_000], content_after_first=other)
     with pytest.raises(PermanentError, match="does not match") as err:
         download(server.url("a.tgz"), tmp_path, sha256=sha(data), options=FAST)
     assert server.url("a.tgz") in str(err.value)
@@ -210,23 +233,24 @@ def test_verified_file_is_not_fetched_again(server, data, tmp_path):
     again = download(server.url("a.tgz"), tmp_path, sha256=sha(data), options=FAST)
     assert again.skipped and len(server.gets("a.tgz")) == 1
 
-    (tmp_path / "a.tgz").write_bytes(b"damaged")  # no longer matches: fetched again
+    (tmp_path / "a.tgz").write_bytes(b"damaged")  # no archive any more: fetched again
     fixed = download(server.url("a.tgz"), tmp_path, sha256=sha(data), options=FAST)
     assert not fixed.skipped and (tmp_path / "a.tgz").read_bytes() == data
+    assert (tmp_path / "a.tgz.bad").read_bytes() == b"damaged"  # set aside, not deleted
 
 
 def test_progress_lines_are_throttled(server, tmp_path):
-    server.add("big.tgz", os.urandom(10 << 20))
+    server.add("big.bin", os.urandom(10 << 20))  # not an archive name: only size is checked
     every, throttled = [], []
     download(
-        server.url("big.tgz"),
+        server.url("big.bin"),
         tmp_path / "a",
         options=FAST,
         on_progress=every.append,
         progress_interval=0,
     )
     download(
-        server.url("big.tgz"),
+        server.url("big.bin"),
         tmp_path / "b",
         options=FAST,
         on_progress=throttled.append,

@@ -35,6 +35,8 @@ class Faults:
     content_after_first: bytes | None = None  # the remote changes after the first GET
     chunk_delay: float = 0.0  # sleep between chunks: makes downloads overlap in time
     chunk_size: int = CHUNK
+    content_type: str = "application/octet-stream"  # e.g. text/html for an error page
+    send_length: bool = True  # False: no Content-Length, the body ends when the socket closes
 
 
 @dataclass
@@ -162,9 +164,10 @@ class _Handler(BaseHTTPRequestHandler):
             status = 206
         self._record(status)
         self.send_response(status)
-        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Type", f.content_type)
         self.send_header("Accept-Ranges", "none" if f.ignore_range else "bytes")
-        self.send_header("Content-Length", str(end - start))
+        if f.send_length:
+            self.send_header("Content-Length", str(end - start))
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
         self.end_headers()
