@@ -89,15 +89,16 @@ def test_downloads_verifies_and_extracts(prefect_server, server, photos, tmp_pat
     results = state.result()
     assert [Path(r["path"]).name for r in results] == ["train.tar.gz", "test.tar.gz"]
     assert [tuple(r["responses"]) for r in results] == [(200, 206), (200,)]
-    for name in ("train", "test"):
-        assert tree_bytes(dest / name / "images") == tree_bytes(root)
-    assert [r["extracted"] for r in results] == [str(dest / "train"), str(dest / "test")]
+    # Both archives hold images/...: they merge into DEST/images, as `tar -xzf` would.
+    assert tree_bytes(dest / "images") == tree_bytes(root)
+    assert [r["extracted"] for r in results] == [str(dest), str(dest)]
+    assert sorted(p.name for p in dest.iterdir()) == ["images", "test.tar.gz", "train.tar.gz"]
     logs = run_logs(state)
     assert any("Retrying" in m for m in logs) and any("100%" in m for m in logs)
 
 
-def test_503_is_retried_by_prefect_with_backoff(prefect_server, server, tmp_path):
-    server.add("a.tgz", b"payload", fail_times=2)
+def test_503_is_retried_by_prefect_with_backoff(prefect_server, server, photos, tmp_path):
+    server.add("a.tgz", photos[1], fail_times=2)
     options = {**FAST, "tries": 1}  # wget gives up at once: each request is one task run
 
     state = run([server.url("a.tgz")], str(tmp_path), retries=3, **options, return_state=True)
@@ -107,11 +108,11 @@ def test_503_is_retried_by_prefect_with_backoff(prefect_server, server, tmp_path
     assert [r.status for r in gets] == [503, 503, 200]
     # backoff(0.2) = 0.2 s then 0.4 s, with +-50% jitter
     assert gets[1].at - gets[0].at >= 0.1 and gets[2].at - gets[1].at >= 0.2
-    assert (tmp_path / "a.tgz").read_bytes() == b"payload"
+    assert (tmp_path / "a.tgz").read_bytes() == photos[1]
 
 
-def test_404_fails_at_once_and_others_still_complete(prefect_server, server, tmp_path):
-    server.add("ok.tgz", b"fine")
+def test_404_fails_at_once_and_others_still_complete(prefect_server, server, photos, tmp_path):
+    server.add("ok.tgz", photos[1])
     missing = server.url("missing.tgz")
 
     state = run(
@@ -123,7 +124,7 @@ def test_404_fails_at_once_and_others_still_complete(prefect_server, server, tmp
     assert isinstance(exc, PermanentError)
     assert f"{missing}: HTTP 404" in str(exc) and "1 of 2 archives failed" in str(exc)
     assert len(server.gets("missing.tgz")) == 1  # neither wget nor Prefect retried it
-    assert (tmp_path / "ok.tgz").read_bytes() == b"fine"
+    assert (tmp_path / "ok.tgz").read_bytes() == photos[1]
 
 
 def test_unwritable_destination_fails_fast(prefect_server, server, tmp_path):
@@ -138,8 +139,8 @@ def test_unwritable_destination_fails_fast(prefect_server, server, tmp_path):
 def test_parallel_downloads_are_bounded(prefect_server, server, tmp_path):
     urls = []
     for i in range(4):  # each takes ~0.3 s, so they would all overlap without a bound
-        server.add(f"p{i}.tgz", bytes(1 << 20), chunk_size=64 << 10, chunk_delay=0.02)
-        urls.append(server.url(f"p{i}.tgz"))
+        server.add(f"p{i}.bin", bytes(1 << 20), chunk_size=64 << 10, chunk_delay=0.02)
+        urls.append(server.url(f"p{i}.bin"))
     flow2 = download_archives.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))
 
     state = flow2(DownloadParams(urls=urls, dest=str(tmp_path), **FAST), return_state=True)
@@ -151,8 +152,8 @@ def test_parallel_downloads_are_bounded(prefect_server, server, tmp_path):
 def test_global_concurrency_limit_is_used_when_it_exists(prefect_server, server, tmp_path):
     urls = []
     for i in range(2):
-        server.add(f"g{i}.tgz", bytes(1 << 20), chunk_size=64 << 10, chunk_delay=0.02)
-        urls.append(server.url(f"g{i}.tgz"))
+        server.add(f"g{i}.bin", bytes(1 << 20), chunk_size=64 << 10, chunk_delay=0.02)
+        urls.append(server.url(f"g{i}.bin"))
     with get_client(sync_client=True) as client:
         client.create_global_concurrency_limit(
             GlobalConcurrencyLimitCreate(name=DOWNLOAD_LIMIT, limit=1)
@@ -163,7 +164,7 @@ def test_global_concurrency_limit_is_used_when_it_exists(prefect_server, server,
             client.delete_global_concurrency_limit_by_name(DOWNLOAD_LIMIT)
 
     assert state.is_completed(), state.message
-    assert server.max_in_flight == 1 and len(server.gets("g1.tgz")) == 1
+    assert server.max_in_flight == 1 and len(server.gets("g1.bin")) == 1
 
 
 def test_cli_downloads_and_extracts(prefect_server, server, photos, tmp_path, capsys):
@@ -184,8 +185,28 @@ def test_cli_downloads_and_extracts(prefect_server, server, photos, tmp_path, ca
     )
     out = capsys.readouterr().out
     assert code == 0
-    assert f"sha256 {sha(archive)}" in out and f"extracted to {tmp_path / 'set'}" in out
-    assert tree_bytes(tmp_path / "set" / "images") == tree_bytes(root)
+    assert f"sha256 {sha(archive)}" in out and f"extracted to {tmp_path}" in out
+    assert tree_bytes(tmp_path / "images") == tree_bytes(root)
+
+
+def test_html_page_is_not_retried_and_a_rerun_after_the_fix_succeeds(
+    prefect_server, server, photos, tmp_path
+):
+    server.add("a.tar.gz", b"<html><body>Service moved</body></html>", content_type="text/html")
+    url = server.url("a.tar.gz")
+
+    state = download_archives([url], str(tmp_path), retries=3, **FAST, return_state=True)
+
+    assert state.is_failed()
+    exc = state.result(raise_on_failure=False)
+    assert isinstance(exc, PermanentError)
+    assert f"{url}: the server sent an HTML page (text/html), not a gzip archive" in str(exc)
+    assert len(server.gets("a.tar.gz")) == 1 and not (tmp_path / "a.tar.gz").exists()
+
+    server.add("a.tar.gz", photos[1])
+    again = download_archives([url], str(tmp_path), extract=True, **FAST, return_state=True)
+    assert again.is_completed(), again.message
+    assert tree_bytes(tmp_path / "images") == tree_bytes(photos[0])
 
 
 def test_cli_failure_names_url_and_reason(prefect_server, server, tmp_path, capsys):
