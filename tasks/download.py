@@ -43,10 +43,11 @@ def download_archive(
             progress_interval=PROGRESS_SECONDS,
         )
     logger.info(
-        "%s: %s bytes, sha256 %s%s",
+        "%s: %s bytes, sha256 %s%s%s",
         got.path,
         f"{got.size:,}",
         got.sha256,
+        "" if got.members is None else f", a whole archive of {got.members:,} files",
         " (already there)" if got.skipped else "",
     )
     return asdict(got)

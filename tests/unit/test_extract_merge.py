@@ -214,3 +214,22 @@ def test_marker_lists_every_placed_file(tmp_path, seed):
     listed = imgbatch.extract.read_json(str(marker))["files"]
     mine = {k: v for k, v in members.items() if k.startswith("beauty_image/")}
     assert {rel: entry[0] for rel, entry in listed.items()} == {k: len(v) for k, v in mine.items()}
+
+
+def test_parallel_extractions_into_one_folder_still_see_each_other(tmp_path):
+    # Flows extract several archives at once; the conflict check must not race.
+    from concurrent.futures import ThreadPoolExecutor
+
+    archives = [
+        tar_gz(tmp_path / f"{i}.tar.gz", {"cat/same.jpg": bytes([i]) * 1000, f"cat/{i}.jpg": b"x"})
+        for i in range(4)
+    ]
+    dest = tmp_path / "images"
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(extract_archive, a, dest) for a in archives]
+    errors = [f.exception() for f in futures]
+
+    assert sum(e is None for e in errors) == 1  # exactly one archive may place cat/same.jpg
+    assert all("cat/same.jpg: differs" in str(e) for e in errors if e is not None)
+    winner = errors.index(None)
+    assert tree_bytes(dest) == {"cat/same.jpg": bytes([winner]) * 1000, f"cat/{winner}.jpg": b"x"}
