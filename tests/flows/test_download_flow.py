@@ -195,7 +195,7 @@ def test_html_page_is_not_retried_and_a_rerun_after_the_fix_succeeds(
     server.add("a.tar.gz", b"<html><body>Service moved</body></html>", content_type="text/html")
     url = server.url("a.tar.gz")
 
-    state = download_archives([url], str(tmp_path), retries=3, **FAST, return_state=True)
+    state = run([url], str(tmp_path), retries=3, **FAST)
 
     assert state.is_failed()
     exc = state.result(raise_on_failure=False)
@@ -204,7 +204,7 @@ def test_html_page_is_not_retried_and_a_rerun_after_the_fix_succeeds(
     assert len(server.gets("a.tar.gz")) == 1 and not (tmp_path / "a.tar.gz").exists()
 
     server.add("a.tar.gz", photos[1])
-    again = download_archives([url], str(tmp_path), extract=True, **FAST, return_state=True)
+    again = run([url], str(tmp_path), extract=True, **FAST)
     assert again.is_completed(), again.message
     assert tree_bytes(tmp_path / "images") == tree_bytes(photos[0])
 
