@@ -68,13 +68,15 @@ def test_parse_background(text: str, want: tuple[int, int, int]) -> None:
 
 @pytest.mark.parametrize("text", ["", "white", "#ffffff", "1,2,x", "1.5,2,3", "1;2;3"])
 def test_parse_background_not_numbers(text: str) -> None:
-    with pytest.raises(UsageError, match=r"--background must look like 255,255,255") as err:
+    with pytest.raises(
+        UsageError, match=r"background must be three integers 0-255 like 255,255,255"
+    ) as err:
         parse_background(text)
     assert repr(text) in str(err.value)
 
 
 @pytest.mark.parametrize("text", ["1,2", "1,2,3,4", "256,0,0", "-1,0,0", "0,0,1000"])
 def test_parse_background_out_of_range_or_count(text: str) -> None:
-    with pytest.raises(UsageError, match=r"--background must be three integers 0-255") as err:
+    with pytest.raises(UsageError, match=r"background must be three integers 0-255") as err:
         parse_background(text)
     assert repr(text) in str(err.value)
