@@ -10,8 +10,9 @@ import pytest
 from helpers.gcs import LIST, OBJECT, Rule
 
 from imgbatch.errors import PermanentError, TransientError, UsageError
-from imgbatch.gcs import GCSStorage, RetryPolicy, parse_gs_url
+from imgbatch.gcs import RetryPolicy, parse_gs_url
 from imgbatch.storage import InvalidPath, open_storage
+from imgbatch.storage_gcs import GCSStorage
 
 gcs_emulator = gcs_helpers.gcs_emulator
 gcs = gcs_helpers.gcs
