@@ -1,7 +1,8 @@
 """Compute one partition: read its images, standardize them on the shared pools, commit a shard.
 
-Reading and decoding overlap in small chunks, and only a few chunks are in flight per
-partition, so memory stays bounded whatever the image sizes. A bad image becomes a status
+Reading and decoding overlap in small chunks: reads of the next chunks run on the I/O pool
+while earlier chunks decode, and only a bounded window of chunks is in flight per partition
+(`Window`), so memory stays bounded whatever the partition size. A bad image becomes a status
 row; only storage trouble that may pass (TransientError) or a write failure fails the
 partition, which the orchestrator then retries.
 """
@@ -13,6 +14,7 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import CancelledError, Executor, Future
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -25,9 +27,25 @@ from imgbatch.spec import ImageSpec
 from imgbatch.storage import InvalidPath, Storage
 
 CHUNK = 32
-CHUNKS_IN_FLIGHT = 4
 
 Fetched = bytes | Outcome
+
+
+@dataclass(frozen=True)
+class Window:
+    """How far reads run ahead: chunks being read, and chunks handed to the decode pool.
+
+    At most (reading + decoding) * CHUNK sources are held at once, whatever the partition
+    size; a full decode window stops new reads (backpressure).
+    """
+
+    reading: int = 2
+    decoding: int = 4
+
+    @classmethod
+    def sized(cls, io_threads: int, decode_workers: int) -> Window:
+        """Enough chunks in reading to keep every I/O thread busy, two per decode worker."""
+        return cls(reading=-(-io_threads // CHUNK) + 1, decoding=2 * decode_workers)
 
 
 def fetch(storage: Storage, path: str) -> Fetched:
@@ -61,27 +79,40 @@ def standardize_many(items: Sequence[Fetched], spec: ImageSpec) -> tuple[np.ndar
 
 
 def compute(
-    paths: Sequence[str], storage: Storage, spec: ImageSpec, cpu: Executor, io: Executor
+    paths: Sequence[str],
+    storage: Storage,
+    spec: ImageSpec,
+    cpu: Executor,
+    io: Executor,
+    window: Window | None = None,
 ) -> tuple[np.ndarray, list[Outcome]]:
-    """Standardize every path, in order."""
+    """Standardize every path, in order; reads run ahead of decoding within `window`."""
+    window = window or Window()
     n = len(paths)
     images = np.zeros((n, spec.size, spec.size, 3), dtype=np.uint8)
     outcomes: list[Outcome] = [Outcome("error")] * n
-    pending: deque[tuple[int, Future]] = deque()
-
-    def collect() -> None:
-        start, fut = pending.popleft()
-        arr, outs = fut.result()
-        images[start : start + len(outs)] = arr
-        outcomes[start : start + len(outs)] = outs
-
-    for start in range(0, n, CHUNK):
-        chunk = list(io.map(lambda p: fetch(storage, p), paths[start : start + CHUNK]))
-        pending.append((start, cpu.submit(standardize_many, chunk, spec)))
-        if len(pending) >= CHUNKS_IN_FLIGHT:
-            collect()
-    while pending:
-        collect()
+    todo = deque(range(0, n, CHUNK))
+    reads: deque[tuple[int, list[Future]]] = deque()
+    decodes: deque[tuple[int, Future]] = deque()
+    try:
+        while todo or reads or decodes:
+            while todo and len(reads) < window.reading:
+                start = todo.popleft()
+                chunk = paths[start : start + CHUNK]
+                reads.append((start, [io.submit(fetch, storage, p) for p in chunk]))
+            if reads and len(decodes) < window.decoding:
+                start, futures = reads.popleft()
+                items = [f.result() for f in futures]
+                decodes.append((start, cpu.submit(standardize_many, items, spec)))
+            else:
+                start, fut = decodes.popleft()
+                arr, outs = fut.result()
+                images[start : start + len(outs)] = arr
+                outcomes[start : start + len(outs)] = outs
+    finally:
+        for _, futures in reads:
+            for f in futures:
+                f.cancel()
     return images, outcomes
 
 
@@ -102,8 +133,10 @@ def run_partition(
     paths = read_rows(manifest, part.id)
     kind, n = parallel.resolve(executor, workers)
     cpu = parallel.decode_pool(kind, n)
+    io_threads = parallel.io_threads(storage.remote, n)
+    io, window = parallel.io_pool(io_threads), Window.sized(io_threads, n)
     try:
-        images, outcomes = compute(paths, storage, spec, cpu, parallel.io_pool())
+        images, outcomes = compute(paths, storage, spec, cpu, io, window)
     except BrokenProcessPool as exc:
         parallel.discard(kind, n, cpu)
         raise TransientError(f"a decode worker process died: {exc}") from exc
