@@ -173,6 +173,7 @@ class Seen:
 
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # the default backlog of 5 drops bursts of new connections
 
     def handle_error(self, request, client_address) -> None:
         pass  # clients dropping kept-alive connections are expected, not news
@@ -260,6 +261,9 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # headers and body go out in two writes: with Nagle on, the body waits for the
+        # client's delayed ACK (~40 ms) and every response through the proxy is that slow
+        disable_nagle_algorithm = True
 
         def log_message(self, *args) -> None:
             pass
