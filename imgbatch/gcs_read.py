@@ -22,7 +22,7 @@ from google.auth import exceptions as auth_exc
 from google.auth.transport.urllib3 import AuthorizedHttp
 
 from imgbatch.errors import PermanentError, TransientError, UsageError
-from imgbatch.gcs import endpoint, gs_url
+from imgbatch.gcs import GCS_ENDPOINT, gs_url
 from imgbatch.parallel import IO_MAX
 
 READ_SCOPE = "https://www.googleapis.com/auth/devstorage.read_only"
@@ -44,8 +44,8 @@ class Fetched:
         return gzip.decompress(self.data) if self.gzipped else self.data
 
 
-def _credentials():
-    if os.environ.get("STORAGE_EMULATOR_HOST"):
+def _credentials(base: str):
+    if base != GCS_ENDPOINT:  # the emulator
         from google.auth.credentials import AnonymousCredentials
 
         return AnonymousCredentials()
@@ -65,7 +65,7 @@ def _http(url: str) -> AuthorizedHttp:
     with _lock:
         if key not in _pools:
             pool = urllib3.PoolManager(num_pools=4, maxsize=IO_MAX)
-            _pools[key] = AuthorizedHttp(_credentials(), http=pool)
+            _pools[key] = AuthorizedHttp(_credentials(url), http=pool)
         return _pools[key]
 
 
@@ -75,9 +75,11 @@ def media_url(base: str, bucket: str, name: str) -> str:
     return f"{base}/download/storage/v1/b/{bucket}/o/{quoted}?alt=media"
 
 
-def get_object(bucket: str, name: str, timeout: float) -> Fetched:
-    """One GET of the object's stored bytes; FileNotFoundError, TransientError, PermanentError."""
-    base = endpoint()
+def get_object(base: str, bucket: str, name: str, timeout: float) -> Fetched:
+    """One GET from endpoint `base` of the object's stored bytes.
+
+    Raises FileNotFoundError (no such object), TransientError (may pass) or PermanentError.
+    """
     what = f"reading {gs_url(bucket, name)}"
     try:
         r = _http(base).request(

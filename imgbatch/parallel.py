@@ -8,6 +8,8 @@ go 1.5x further), so `auto` picks processes on bigger machines.
 The I/O pool follows the decode pool: a read from object storage is a round trip (~40 ms
 for a small GCS object) during which a thread only waits, so remote storage gets
 IO_PER_WORKER threads per decode worker, between IO_MIN and IO_MAX; local files need few.
+With decoding on processes, remote reads run in a few fetch processes (`fetch_pool`), since
+the CPU each GET costs would otherwise cap one process's GET rate below the decoders' rate.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ THREADS_UP_TO = 4
 IO_PER_WORKER = 8
 IO_MIN, IO_MAX = 16, 128
 LOCAL_IO_MAX = 8
+# A remote read costs ~0.45 ms of this process's CPU (benchmarks/gcs_read.py), under one GIL:
+# one process tops out near 2,000 GETs/s, below what 16 decode processes use (~2,900/s). With
+# process decoding, reads are spread over one fetch process per DECODERS_PER_FETCHER workers
+# (~720 GETs/s each, a third of a core).
+DECODERS_PER_FETCHER = 4
 
 _lock = threading.Lock()
 _pools: dict[tuple[str, int], Executor] = {}
@@ -59,7 +66,7 @@ def _get(kind: str, n: int) -> Executor:
     with _lock:
         pool = _pools.get((kind, n))
         if pool is None:
-            if kind == "processes":
+            if kind in ("processes", "fetch"):
                 ctx = multiprocessing.get_context("forkserver")
                 pool = ProcessPoolExecutor(n, mp_context=ctx)
             else:
@@ -81,8 +88,20 @@ def io_threads(remote: bool, decode_workers: int) -> int:
 
 
 def io_pool(workers: int) -> Executor:
-    """The shared, bounded I/O pool of this size (reads from disk or object storage)."""
+    """The shared, bounded I/O thread pool of this size (reads from disk or object storage)."""
     return _get("io", workers)
+
+
+def fetch_processes(kind: str, remote: bool, decode_workers: int) -> int:
+    """Processes that read for the decoders; 0 means: read on this process's I/O threads."""
+    if kind != "processes" or not remote:
+        return 0
+    return -(-decode_workers // DECODERS_PER_FETCHER)
+
+
+def fetch_pool(processes: int) -> Executor:
+    """The shared pool of fetch processes (each reads on its own I/O threads)."""
+    return _get("fetch", processes)
 
 
 def discard(kind: str, workers: int, pool: Executor) -> None:

@@ -14,7 +14,6 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import CancelledError, Executor, Future
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -23,45 +22,9 @@ from imgbatch import parallel, shards
 from imgbatch.errors import TransientError
 from imgbatch.images import Outcome, blank, standardize
 from imgbatch.plan import PartitionPlan, read_rows
+from imgbatch.reading import CHUNK, Fetched, Reader, Window
 from imgbatch.spec import ImageSpec
-from imgbatch.storage import InvalidPath, Storage
-
-CHUNK = 32
-
-Fetched = bytes | Outcome
-
-
-@dataclass(frozen=True)
-class Window:
-    """How far reads run ahead: chunks being read, and chunks handed to the decode pool.
-
-    At most (reading + decoding) * CHUNK sources are held at once, whatever the partition
-    size; a full decode window stops new reads (backpressure).
-    """
-
-    reading: int = 2
-    decoding: int = 4
-
-    @classmethod
-    def sized(cls, io_threads: int, decode_workers: int) -> Window:
-        """Enough chunks in reading to keep every I/O thread busy, two per decode worker."""
-        return cls(reading=-(-io_threads // CHUNK) + 1, decoding=2 * decode_workers)
-
-
-def fetch(storage: Storage, path: str) -> Fetched:
-    """The source's bytes, or the outcome that explains why there are none."""
-    try:
-        return storage.read(path)
-    except FileNotFoundError:
-        return Outcome("missing", f"not found: {path}")
-    except InvalidPath as exc:
-        return Outcome("rejected", str(exc))
-    except IsADirectoryError:
-        return Outcome("missing", f"is a folder, not a file: {path}")
-    except TransientError:
-        raise
-    except OSError as exc:
-        return Outcome("error", f"read failed: {exc}")
+from imgbatch.storage import Storage
 
 
 def standardize_many(items: Sequence[Fetched], spec: ImageSpec) -> tuple[np.ndarray, list[Outcome]]:
@@ -83,11 +46,13 @@ def compute(
     storage: Storage,
     spec: ImageSpec,
     cpu: Executor,
-    io: Executor,
+    io: Reader | Executor,
     window: Window | None = None,
 ) -> tuple[np.ndarray, list[Outcome]]:
-    """Standardize every path, in order; reads run ahead of decoding within `window`."""
+    """Standardize every path, in order; reads (on `io`: a Reader, or an I/O thread pool)
+    run ahead of decoding within `window`."""
     window = window or Window()
+    reader = io if isinstance(io, Reader) else Reader(io, 0)
     n = len(paths)
     images = np.zeros((n, spec.size, spec.size, 3), dtype=np.uint8)
     outcomes: list[Outcome] = [Outcome("error")] * n
@@ -99,10 +64,10 @@ def compute(
             while todo and len(reads) < window.reading:
                 start = todo.popleft()
                 chunk = paths[start : start + CHUNK]
-                reads.append((start, [io.submit(fetch, storage, p) for p in chunk]))
+                reads.append((start, reader.submit(storage, chunk)))
             if reads and len(decodes) < window.decoding:
                 start, futures = reads.popleft()
-                items = [f.result() for f in futures]
+                items = reader.collect(futures)
                 decodes.append((start, cpu.submit(standardize_many, items, spec)))
             else:
                 start, fut = decodes.popleft()
@@ -133,17 +98,17 @@ def run_partition(
     paths = read_rows(manifest, part.id)
     kind, n = parallel.resolve(executor, workers)
     cpu = parallel.decode_pool(kind, n)
-    io_threads = parallel.io_threads(storage.remote, n)
-    io, window = parallel.io_pool(io_threads), Window.sized(io_threads, n)
+    reader = Reader.for_decoders(kind, storage.remote, n)
+    window = Window.sized(reader.threads, n)
     try:
-        images, outcomes = compute(paths, storage, spec, cpu, io, window)
-    except BrokenProcessPool as exc:
+        images, outcomes = compute(paths, storage, spec, cpu, reader, window)
+    except BrokenProcessPool as exc:  # a dead fetch process is reported by the reader
         parallel.discard(kind, n, cpu)
         raise TransientError(f"a decode worker process died: {exc}") from exc
     except (CancelledError, RuntimeError) as exc:
         if not isinstance(exc, CancelledError) and "shutdown" not in str(exc):
             raise
-        raise TransientError(f"the decode pool was replaced mid-partition: {exc}") from exc
+        raise TransientError(f"a pool was replaced mid-partition: {exc}") from exc
     index = pd.DataFrame(
         {
             "row": np.arange(part.start, part.stop, dtype=np.int64),

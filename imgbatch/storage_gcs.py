@@ -14,6 +14,7 @@ from imgbatch.errors import PermanentError, TransientError
 from imgbatch.gcs import (
     RetryPolicy,
     crc32c_b64,
+    endpoint,
     gs_url,
     list_prefix,
     object_name,
@@ -37,6 +38,7 @@ class GCSStorage:
     def __init__(self, root: str, policy: RetryPolicy | None = None) -> None:
         self.bucket_name, self.prefix = parse_gs_url(root)
         self.root = gs_url(self.bucket_name, self.prefix)
+        self.endpoint = endpoint()  # shipped with a copy: a worker may have another environment
         self.policy = policy or RetryPolicy()
         self._init_local()
 
@@ -50,7 +52,7 @@ class GCSStorage:
         self._listing: dict[str, tuple[int, str]] | None = None
 
     def __getstate__(self) -> dict:
-        keep = ("bucket_name", "prefix", "root", "policy")
+        keep = ("bucket_name", "prefix", "root", "endpoint", "policy")
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state: dict) -> None:
@@ -87,7 +89,7 @@ class GCSStorage:
         listed = self._listing.get(name) if self._listing is not None else None
 
         def once() -> bytes:
-            got = get_object(self.bucket_name, name, self.policy.timeout)
+            got = get_object(self.endpoint, self.bucket_name, name, self.policy.timeout)
             expected, source = (listed[1], "listed") if listed else (got.crc32c, "sent")
             if expected is None:
                 raise PermanentError(f"{uri}: no crc32c was sent with the bytes, cannot verify")

@@ -9,11 +9,17 @@ import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import helpers.gcs as gcs_helpers
+import numpy as np
 import pytest
 from helpers.gcs import LIST, MEDIA, OBJECT, Latency, Rule, crc32c_b64
 
+from imgbatch import parallel, samples
 from imgbatch.errors import PermanentError, TransientError, UsageError
 from imgbatch.gcs import RetryPolicy, parse_gs_url
+from imgbatch.images import standardize
+from imgbatch.partition import compute
+from imgbatch.reading import Reader
+from imgbatch.spec import ImageSpec
 from imgbatch.storage import InvalidPath, open_storage
 from imgbatch.storage_gcs import GCSStorage
 
@@ -204,3 +210,20 @@ def test_reads_share_one_pool_and_see_the_injected_latency(faulty_gcs):
     assert got == list(FILES.values())
     assert 0.2 <= took < 0.6  # three reads at once, each held 0.2 s: in parallel, not in turn
     assert proxy.count("GET", MEDIA, "^200$") == 3
+
+
+def test_process_decoding_reads_gs_in_fetch_processes(gcs, tmp_path):
+    rels = samples.write_tree(tmp_path, 40, seed=5, min_side=48, max_side=120)
+    put(gcs, "imgs", {r: (tmp_path / r).read_bytes() for r in rels})
+    reader = Reader.for_decoders("processes", True, 2)
+    assert (reader.processes, reader.threads) == (1, parallel.io_threads(True, 2))
+    rows = [*rels, "gone.jpg", rels[0]]
+    spec = ImageSpec(size=16)
+    cpu = parallel.decode_pool("processes", 2)
+    images, outcomes = compute(rows, GCSStorage(gcs.url("imgs")), spec, cpu, reader)
+    assert [o.status for o in outcomes] == ["ok"] * len(rels) + ["missing", "ok"]
+    assert "gone.jpg" in outcomes[-2].error
+    for i in (0, 17, len(rows) - 1):
+        expected, _ = standardize((tmp_path / rows[i]).read_bytes(), spec)
+        assert np.array_equal(images[i], expected)
+    assert not images[-2].any()

@@ -15,7 +15,8 @@ import pytest
 from imgbatch import parallel
 from imgbatch.errors import UsageError
 from imgbatch.images import standardize
-from imgbatch.partition import CHUNK, Window, compute
+from imgbatch.partition import compute
+from imgbatch.reading import CHUNK, Reader, Window
 from imgbatch.spec import ImageSpec
 from imgbatch.storage import SCHEMES, LocalStorage, open_storage
 from imgbatch.storage_gcs import GCSStorage
@@ -145,6 +146,15 @@ def test_reads_run_ahead_of_a_stalled_decoder_by_the_window_only(make_dataset):
     for i in (0, CHUNK * 5 + 3, len(rows) - 1):
         expected, _ = standardize(Path(root, rows[i]).read_bytes(), SPEC)
         assert np.array_equal(images[i], expected)
+
+
+def test_remote_reads_move_to_fetch_processes_only_with_process_decoding():
+    assert parallel.fetch_processes("processes", True, 16) == 4
+    assert parallel.fetch_processes("processes", True, 5) == 2
+    assert parallel.fetch_processes("threads", True, 4) == 0
+    assert parallel.fetch_processes("processes", False, 16) == 0
+    local = Reader.for_decoders("processes", False, 16)
+    assert local.processes == 0 and local.threads == parallel.LOCAL_IO_MAX
 
 
 def test_window_covers_the_io_threads_and_the_decoders():
