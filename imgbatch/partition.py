@@ -109,7 +109,14 @@ def run_partition(
         if not isinstance(exc, CancelledError) and "shutdown" not in str(exc):
             raise
         raise TransientError(f"a pool was replaced mid-partition: {exc}") from exc
-    index = pd.DataFrame(
+    index = index_frame(part, paths, outcomes)
+    record = shards.write_shard(out, part.id, part.fingerprint, images, index)
+    return summary(record, computed=True, seconds=time.perf_counter() - t0)
+
+
+def index_frame(part: PartitionPlan, paths: list[str], outcomes: list[Outcome]) -> pd.DataFrame:
+    """The shard's index rows: one per CSV row of the partition, with its outcome."""
+    return pd.DataFrame(
         {
             "row": np.arange(part.start, part.stop, dtype=np.int64),
             "image_path": paths,
@@ -120,8 +127,6 @@ def run_partition(
             "partition": np.full(len(paths), part.id, dtype=np.int32),
         }
     )
-    record = shards.write_shard(out, part.id, part.fingerprint, images, index)
-    return summary(record, computed=True, seconds=time.perf_counter() - t0)
 
 
 def summary(record: dict, computed: bool, seconds: float) -> dict:
