@@ -6,21 +6,25 @@ Starts fake-gcs-server and, in front of it, the tests' FaultProxy holding every 
 `--latency` seconds (GCS small-object latency is ~40 ms), uploads `--n` real photos made by
 imgbatch.samples (mostly JPEG, 300-800 px), and prints markdown tables:
 
-1. partition throughput (plan, then run_partition on threads) from local disk, from gs://
-   straight to the emulator, and from gs:// behind the latency proxy; the three run in turn
-   `--rounds` times and the best of each is kept, since the machine may be shared;
+1. partition throughput (plan, then run_partition) from local disk, from gs:// straight to
+   the emulator, and from gs:// behind the latency proxy, decoding on threads (reads on I/O
+   threads) and on processes (reads in fetch processes); they run in turn `--rounds` times
+   and the best of each is kept, since the machine may be shared. CPU per image is split
+   into imgbatch's (this process and its pools) and the rig's (emulator and proxies);
 2. CPU seconds per GET of this process (time.process_time / GETs, 16 threads, straight to
    the emulator) for the old read path (Blob.download_as_bytes, crc32c-checked) and the new
    one (GCSStorage.read: one authorized urllib3 pool, crc32c-checked);
-3. GETs/s through the proxy with decoding disabled, at the I/O threads chosen for 2 and for
-   16 decode workers, with the latency and without it (what the client, the Python proxy
-   and the emulator sharing this machine's cores can do at all), next to the model
-   min(threads / latency, 1 / CPU per GET) and the rate 16 decode processes need.
+3. GETs/s through the proxy with decoding disabled, for the readers chosen for 2 and for 16
+   decode workers (threads, and processes: fetch processes), with the latency and without
+   it (what the client, the Python proxy and the emulator sharing this machine's cores can
+   do at all), next to the model min(threads / latency, processes / CPU per GET) and the
+   rate 16 decode processes need.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -28,6 +32,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import psutil
 
@@ -35,6 +40,7 @@ from imgbatch import parallel, samples
 from imgbatch.gcs import RetryPolicy, make_client
 from imgbatch.partition import run_partition
 from imgbatch.plan import make_plan
+from imgbatch.reading import CHUNK, Reader
 from imgbatch.spec import ImageSpec
 from imgbatch.storage import open_storage
 from imgbatch.transfer import upload_tree
@@ -78,21 +84,33 @@ class ProxyProcess:
 
 
 def partition_rate(
-    root: str, csv: str, out: str, workers: int, partition_size: int, rig: list[int]
+    source: Source, csv: str, out: str, workers: int, partition_size: int, rig: list[int]
 ) -> tuple[float, float, float]:
     """(images/s, CPU ms per image here, CPU ms per image in the `rig` processes)."""
-    storage = open_storage(root)
+    os.environ["STORAGE_EMULATOR_HOST"] = source.host
+    storage = open_storage(source.root)
     plan = make_plan(csv, "image_path", storage, SPEC, partition_size, out)
-    c0, r0, t0 = time.process_time(), rig_cpu(rig), time.perf_counter()
+    c0, r0, t0 = own_cpu(rig), rig_cpu(rig), time.perf_counter()
     for part in plan.partitions:
-        run_partition(part, plan.manifest, storage, SPEC, out, "threads", workers)
+        run_partition(part, plan.manifest, storage, SPEC, out, source.executor, workers)
     wall, n = time.perf_counter() - t0, plan.n_rows
-    return n / wall, (time.process_time() - c0) * 1e3 / n, (rig_cpu(rig) - r0) * 1e3 / n
+    return n / wall, (own_cpu(rig) - c0) * 1e3 / n, (rig_cpu(rig) - r0) * 1e3 / n
 
 
 def rig_cpu(pids: list[int]) -> float:
     """CPU seconds used so far by the emulator and proxy processes."""
     return sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids)
+
+
+def own_cpu(rig: list[int]) -> float:
+    """CPU seconds used so far by this process and its pool processes (not the rig's)."""
+    me = psutil.Process()
+    procs = [me] + [p for p in me.children(recursive=True) if p.pid not in rig]
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += sum(p.cpu_times()[:2])
+    return total
 
 
 def get_cost(read: Callable[[str], bytes], paths: list[str], threads: int) -> tuple[float, float]:
@@ -119,38 +137,61 @@ def old_read(prefix: str) -> Callable[[str], bytes]:
     return read
 
 
-def fetch_rate(root: str, paths: list[str], threads: int) -> float:
-    """GETs/s through the shared I/O pool of `threads`, no decoding."""
+def fetch_rate(root: str, paths: list[str], reader: Reader) -> float:
+    """GETs/s through `reader`, every chunk submitted at once, no decoding."""
     storage = open_storage(root)
-    pool = parallel.io_pool(threads)
-    list(pool.map(storage.read, paths[:threads]))
+    chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
+    for futures in [reader.submit(storage, c) for c in chunks[: 2 * reader.threads // CHUNK]]:
+        reader.collect(futures)  # every process up, every connection open
     t0 = time.perf_counter()
-    list(pool.map(storage.read, paths))
+    for futures in [reader.submit(storage, c) for c in chunks]:
+        reader.collect(futures)
     return len(paths) / (time.perf_counter() - t0)
 
 
+@dataclass(frozen=True)
+class Source:
+    name: str
+    root: str
+    host: str  # STORAGE_EMULATOR_HOST: the emulator itself or the latency proxy
+    executor: str = "threads"
+
+
 def throughput_table(env: Bench, args: argparse.Namespace) -> None:
-    """Local disk, gs:// direct and gs:// + latency, run in turn `rounds` times: best of each."""
-    w, size = args.workers, args.partition_size
-    rows = [("local disk", env.images, env.emulator.url)]
-    rows += [("gs:// direct", env.url, env.emulator.url)]
-    rows += [(f"gs:// + {args.latency * 1000:.0f} ms per GET", env.url, env.proxy.url)]
-    best = [(0.0, 0.0, 0.0)] * len(rows)
+    """Each source in turn, `rounds` times; the best of each (the machine may be shared)."""
+    w, ms = args.workers, f"{args.latency * 1000:.0f} ms"
+    sources = [
+        Source("local disk", env.images, env.emulator.url),
+        Source("gs:// direct", env.url, env.emulator.url),
+        Source(f"gs:// + {ms} per GET", env.url, env.proxy.url),
+        Source(f"gs:// + {ms} per GET", env.url, env.proxy.url, "processes"),
+    ]
+    best = [(0.0, 0.0, 0.0)] * len(sources)
     for r in range(args.rounds):
-        for i, (_, root, host) in enumerate(rows):
-            os.environ["STORAGE_EMULATOR_HOST"] = host
+        for i, src in enumerate(sources):
             out = os.path.join(env.tmp, f"out-{r}-{i}")
-            best[i] = max(best[i], partition_rate(root, env.csv, out, w, size, env.rig_pids()))
+            best[i] = max(
+                best[i], partition_rate(src, env.csv, out, w, args.partition_size, env.rig_pids())
+            )
     print(
-        f"\n| source ({w} decode workers, threads) | I/O threads | img/s | vs local disk | "
-        "CPU ms per image, imgbatch | CPU ms per image, emulator + proxy |"
+        f"\n| source | decode ({w} workers) | reads on | img/s | vs local disk | "
+        "CPU ms/image, imgbatch | CPU ms/image, emulator + proxy |"
     )
-    print("|---|---|---|---|---|---|")
-    for (name, root, _), (rate, own, rig) in zip(rows, best, strict=True):
-        threads = parallel.io_threads(open_storage(root).remote, w)
+    print("|---|---|---|---|---|---|---|")
+    for src, (rate, own, rig) in zip(sources, best, strict=True):
         print(
-            f"| {name} | {threads} | {rate:.0f} | {rate / best[0][0]:.0%} | {own:.2f} | {rig:.2f} |"
+            f"| {src.name} | {src.executor} | {reads_on(src, w)} | {rate:.0f} | "
+            f"{rate / best[0][0]:.0%} | {own:.2f} | {rig:.2f} |"
         )
+
+
+def reads_on(src: Source, workers: int) -> str:
+    reader = Reader.for_decoders(src.executor, open_storage(src.root).remote, workers)
+    if reader.processes:
+        return (
+            f"{reader.processes} fetch process(es) x {reader.threads // reader.processes} threads"
+        )
+    return f"{reader.threads} threads"
 
 
 def cost_table(env: Bench) -> float:
@@ -170,22 +211,30 @@ def cost_table(env: Bench) -> float:
 
 
 def scale_table(env: Bench, latency: float, cpu_per_get: float) -> None:
-    """GETs/s with no decoding at the I/O threads chosen for 2 and 16 decode workers."""
+    """GETs/s with no decoding, for the readers chosen for 2 and for 16 decode workers."""
     ms = f"{latency * 1000:.0f} ms"
     print(
-        f"\n| decode workers | I/O threads | GETs/s at {ms} | GETs/s at 0 ms (this rig's CPU "
-        f"ceiling) | model: min(threads/{ms}, 1/CPU per GET) | needed: 180/s per worker |"
+        f"\n| decode workers | reads on | GETs/s at {ms} | GETs/s at 0 ms (this rig's CPU "
+        f"ceiling) | model: min(threads/{ms}, processes/CPU per GET) | needed (2,900/s for 16) |"
     )
     print("|---|---|---|---|---|---|")
-    for workers in (2, DECODERS_AT_SCALE):
-        threads = parallel.io_threads(True, workers)
+    for kind, workers in (
+        ("threads", 2),
+        ("threads", DECODERS_AT_SCALE),
+        ("processes", DECODERS_AT_SCALE),
+    ):
+        reader = Reader.for_decoders(kind, True, workers)
         os.environ["STORAGE_EMULATOR_HOST"] = env.proxy.url
-        rate = fetch_rate(env.url, env.paths, threads)
+        rate = fetch_rate(env.url, env.paths, reader)
         os.environ["STORAGE_EMULATOR_HOST"] = env.plain_proxy.url
-        ceiling = fetch_rate(env.url, env.paths, threads)
-        model = min(threads / latency, 1 / cpu_per_get)
+        ceiling = fetch_rate(env.url, env.paths, reader)
+        model = min(reader.threads / latency, max(reader.processes, 1) / cpu_per_get)
         need = DECODE_RATE_AT_SCALE * workers / DECODERS_AT_SCALE
-        print(f"| {workers} | {threads} | {rate:.0f} | {ceiling:.0f} | {model:.0f} | {need:.0f} |")
+        where = reads_on(Source("", env.url, "", kind), workers)
+        print(
+            f"| {workers} ({kind}) | {where} | {rate:.0f} | {ceiling:.0f} | {model:.0f} | "
+            f"{need:.0f} |"
+        )
 
 
 class Bench:

@@ -27,10 +27,10 @@ ExecutorKind = Literal["auto", "threads", "processes"]
 EXECUTOR_KINDS: tuple[str, ...] = get_args(ExecutorKind)
 # Up to this many workers threads are as fast as processes and cost no start-up.
 THREADS_UP_TO = 4
-# One decode worker standardizes ~180 images/s (16 processes: ~2,900/s); one thread doing
-# 40 ms GETs fetches 25/s, so 8 threads per worker keep decoding fed with room to spare.
-IO_PER_WORKER = 8
-IO_MIN, IO_MAX = 16, 128
+# One decode worker standardizes ~180 (16 processes: ~2,900/s) to ~330 (small photos)
+# images/s; one thread doing 40 ms GETs fetches 25/s, so 16 threads per worker keep it fed.
+IO_PER_WORKER = 16
+IO_MIN, IO_MAX = 32, 256
 LOCAL_IO_MAX = 8
 # A remote read costs ~0.45 ms of this process's CPU (benchmarks/gcs_read.py), under one GIL:
 # one process tops out near 2,000 GETs/s, below what 16 decode processes use (~2,900/s). With
