@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import psutil
 
 from imgbatch import parallel, samples
-from imgbatch.gcs import RetryPolicy, make_client
+from imgbatch.gcs import RetryPolicy, gs_url, make_client
 from imgbatch.partition import run_partition
 from imgbatch.plan import make_plan
 from imgbatch.reading import CHUNK, Reader
@@ -92,7 +92,7 @@ def partition_rate(
     plan = make_plan(csv, "image_path", storage, SPEC, partition_size, out)
     c0, r0, t0 = own_cpu(rig), rig_cpu(rig), time.perf_counter()
     for part in plan.partitions:
-        run_partition(part, plan.manifest, storage, SPEC, out, source.executor, workers)
+        run_partition(part, plan.rows_file, storage, SPEC, out, source.executor, workers)
     wall, n = time.perf_counter() - t0, plan.n_rows
     return n / wall, (own_cpu(rig) - c0) * 1e3 / n, (rig_cpu(rig) - r0) * 1e3 / n
 
@@ -250,7 +250,7 @@ class Bench:
         self.plain_proxy = ProxyProcess(self.emulator.url, 0.0)
         os.environ["STORAGE_EMULATOR_HOST"] = self.emulator.url
         direct_client(self.emulator.url).create_bucket(BUCKET)
-        self.url = f"gs://{BUCKET}/imgs"
+        self.url = gs_url(BUCKET, "imgs")
         upload_tree(self.images, self.url, workers=8).raise_for_failures()
 
     def rig_pids(self) -> list[int]:
