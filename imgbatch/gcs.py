@@ -1,20 +1,25 @@
-"""Google Cloud Storage access: URL parsing, the client, error mapping, and a gs:// Storage.
+"""Google Cloud Storage toolkit: URL parsing, the client, error mapping, retries, listing.
 
-Talks to `STORAGE_EMULATOR_HOST` when it is set (anonymous, any project), otherwise to GCS
-with Application Default Credentials. Two layers of retry: the client's own (429/5xx and
-dropped connections inside one call), then tenacity backoff around whole operations, so a
-call that still fails ends as TransientError (retry later) or PermanentError (do not).
+Used by the gs:// Storage (imgbatch.storage_gcs) and the uploader (imgbatch.transfer); it
+knows nothing of either. Talks to `STORAGE_EMULATOR_HOST` when it is set (anonymous, any
+project), otherwise to GCS with Application Default Credentials. Two layers of retry: the
+client's own (429/5xx and dropped connections inside one call), then tenacity backoff around
+whole operations, so a call that still fails ends as TransientError (retry later) or
+PermanentError (do not). A connection refused on the first listing of an endpoint is a
+wrong address, not a blip: it fails at once, naming the endpoint.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
+import google_crc32c
 import requests
 from google.api_core import exceptions as api_exc
 from google.api_core import retry as api_retry
@@ -29,14 +34,15 @@ from tenacity import (
 )
 
 from imgbatch.errors import ImgbatchError, PermanentError, TransientError, UsageError
-from imgbatch.storage import InvalidPath, clean_relative
+from imgbatch.relpath import InvalidPath, clean_relative
+from imgbatch.urls import GCS_SCHEME, is_gcs_url
 
 if TYPE_CHECKING:
     from google.cloud.storage import Bucket, Client
 
 T = TypeVar("T")
 
-SCHEME = "gs://"
+GCS_ENDPOINT = "https://storage.googleapis.com"
 EMULATOR_PROJECT = "test-project"
 # Bucket naming rules, simplified: lowercase letters, digits, '-', '_', '.'; 3-222 chars.
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
@@ -58,19 +64,28 @@ class RetryPolicy:
     timeout: float = 60.0
 
     def client_retry(self) -> api_retry.Retry:
-        """The client's per-call retry, with this policy's deadline and delays."""
+        """The client's per-call retry, with this policy's deadline and delays.
+
+        A refused connection is left to the caller (list_prefix decides whether the
+        endpoint is wrong, with_backoff retries it otherwise), so a wrong address does not
+        spin for the whole client deadline.
+        """
         from google.cloud.storage.retry import DEFAULT_RETRY
 
-        return DEFAULT_RETRY.with_delay(
-            initial=self.initial_wait, maximum=self.max_wait
-        ).with_timeout(self.client_deadline)
+        should_retry = DEFAULT_RETRY._predicate  # the client's own list of retryable errors
+        return api_retry.Retry(
+            predicate=lambda exc: should_retry(exc) and not refused(exc),
+            initial=self.initial_wait,
+            maximum=self.max_wait,
+            timeout=self.client_deadline,
+        )
 
 
 def parse_gs_url(url: str) -> tuple[str, str]:
     """(bucket, prefix) of gs://bucket[/prefix]; the prefix has no leading/trailing '/'."""
-    if not isinstance(url, str) or not url.startswith(SCHEME):
+    if not is_gcs_url(url):
         raise UsageError(f"{url!r} is not a gs://BUCKET[/PREFIX] URL")
-    bucket, _, prefix = url[len(SCHEME) :].partition("/")
+    bucket, _, prefix = url[len(GCS_SCHEME) :].partition("/")
     if not _BUCKET.fullmatch(bucket):
         raise UsageError(f"{url!r}: {bucket!r} is not a valid bucket name")
     prefix = prefix.strip("/")
@@ -88,10 +103,52 @@ def object_name(prefix: str, relative: str) -> str:
     return f"{prefix}/{rel}" if prefix else rel
 
 
+def gs_url(bucket: str, name: str = "") -> str:
+    """gs://bucket/name, for messages and roots."""
+    return f"{GCS_SCHEME}{bucket}/{name}".rstrip("/")
+
+
+def endpoint() -> str:
+    """The storage endpoint requests go to: the emulator when STORAGE_EMULATOR_HOST is set."""
+    return os.environ.get("STORAGE_EMULATOR_HOST", "").rstrip("/") or GCS_ENDPOINT
+
+
+def crc32c_b64(data: bytes) -> str:
+    """Base64 crc32c of data, the form GCS reports in listings and x-goog-hash."""
+    return base64.b64encode(google_crc32c.Checksum(data).digest()).decode("ascii")
+
+
+def refused(exc: BaseException | None) -> bool:
+    """True when exc (or what it wraps) is a refused TCP connection."""
+    seen: set[int] = set()
+    while isinstance(exc, BaseException) and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, ConnectionRefusedError) or "connection refused" in str(exc).lower():
+            return True
+        exc = exc.__cause__ or exc.__context__ or getattr(exc, "reason", None)
+    return False
+
+
+_reached: set[str] = set()  # endpoints that answered in this process
+
+
+def unreachable(exc: BaseException, url: str) -> PermanentError | None:
+    """The one-line error for a refused first contact with `url`, else None."""
+    if url in _reached or not refused(exc):
+        return None
+    hint = (
+        "is STORAGE_EMULATOR_HOST right?"
+        if os.environ.get("STORAGE_EMULATOR_HOST")
+        else "check the network and proxy settings"
+    )
+    return PermanentError(f"cannot reach the storage endpoint {url} (connection refused): {hint}")
+
+
 def list_prefix(bucket: Bucket, prefix: str, policy: RetryPolicy) -> dict[str, dict]:
     """One listing of every object under `prefix/`: name -> {size, crc32c, generation}."""
 
     def once() -> dict[str, dict]:
+        url = endpoint()
         try:
             blobs = bucket.client.list_blobs(
                 bucket,
@@ -101,16 +158,19 @@ def list_prefix(bucket: Bucket, prefix: str, policy: RetryPolicy) -> dict[str, d
                 retry=policy.client_retry(),
                 timeout=policy.timeout,
             )
-            return {
+            listing = {
                 b.name: {"size": b.size, "crc32c": b.crc32c, "generation": b.generation}
                 for b in blobs
             }
         except api_exc.NotFound:
-            raise PermanentError(f"bucket gs://{bucket.name} does not exist") from None
+            raise PermanentError(f"bucket {gs_url(bucket.name)} does not exist") from None
         except Exception as exc:
-            raise translate(exc, f"listing gs://{bucket.name}/{prefix}") from exc
+            raise unreachable(exc, url) or translate(exc, f"listing {where}") from exc
+        _reached.add(url)
+        return listing
 
-    return with_backoff(once, f"listing gs://{bucket.name}/{prefix}", policy)
+    where = gs_url(bucket.name, prefix)
+    return with_backoff(once, f"listing {where}", policy)
 
 
 def make_client(pool_size: int = 16) -> Client:
@@ -136,6 +196,19 @@ def make_client(pool_size: int = 16) -> Client:
     client._http.mount("https://", adapter)  # _http is the client's requests session
     client._http.mount("http://", adapter)
     return client
+
+
+_clients: dict[tuple[int, str], Client] = {}
+_clients_lock = threading.Lock()
+
+
+def shared_client() -> Client:
+    """This process's client for the current endpoint, made once (a fork gets its own)."""
+    key = (os.getpid(), endpoint())
+    with _clients_lock:
+        if key not in _clients:
+            _clients[key] = make_client()
+        return _clients[key]
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -178,85 +251,3 @@ def with_backoff(fn: Callable[[], T], what: str, policy: RetryPolicy) -> T:
         return retrying(fn)
     except TransientError as exc:
         raise TransientError(f"{what}: gave up after {policy.attempts} attempts: {exc}") from exc
-
-
-class GCSStorage:
-    """Images under gs://bucket/prefix; identity = generation + crc32c from one listing.
-
-    Picklable: the client is created lazily in each process, and the listing (possibly
-    large) is not shipped; a copy lists again only if asked for identities.
-    """
-
-    def __init__(self, root: str, policy: RetryPolicy | None = None, pool_size: int = 16) -> None:
-        self.bucket_name, self.prefix = parse_gs_url(root)
-        self.root = f"{SCHEME}{self.bucket_name}/{self.prefix}".rstrip("/")
-        self.policy = policy or RetryPolicy()
-        self.pool_size = pool_size
-        self._init_local()
-
-    def _init_local(self) -> None:
-        self._lock = threading.Lock()
-        self._client: Client | None = None
-        self._client_pid = 0
-        self._listing: dict[str, str] | None = None
-
-    def __getstate__(self) -> dict:
-        keep = ("bucket_name", "prefix", "root", "policy", "pool_size")
-        return {k: self.__dict__[k] for k in keep}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._init_local()
-
-    def _bucket(self) -> Bucket:
-        with self._lock:
-            if self._client is None or self._client_pid != os.getpid():
-                self._client = make_client(self.pool_size)
-                self._client_pid = os.getpid()
-            return self._client.bucket(self.bucket_name)
-
-    def _uri(self, name: str) -> str:
-        return f"{SCHEME}{self.bucket_name}/{name}"
-
-    def identities(self, paths: Sequence[str]) -> list[str | None]:
-        """Per path "generation-crc32c", None when missing, "invalid" for a bad path."""
-        listing = self._list_once()
-        out: list[str | None] = []
-        for p in paths:
-            try:
-                out.append(listing.get(object_name(self.prefix, p)))
-            except InvalidPath:
-                out.append("invalid")
-        return out
-
-    def _list_once(self) -> dict[str, str]:
-        if self._listing is None:
-            objects = list_prefix(self._bucket(), self.prefix, self.policy)
-            listing = {n: f"{o['generation']}-{o['crc32c']}" for n, o in objects.items()}
-            with self._lock:
-                if self._listing is None:
-                    self._listing = listing
-        return self._listing
-
-    def read(self, path: str) -> bytes:
-        """The object's bytes (crc32c-checked by the client); FileNotFoundError if missing."""
-        name = object_name(self.prefix, path)
-        uri = self._uri(name)
-
-        def once() -> bytes:
-            try:
-                return (
-                    self._bucket()
-                    .blob(name)
-                    .download_as_bytes(
-                        checksum="crc32c",
-                        retry=self.policy.client_retry(),
-                        timeout=self.policy.timeout,
-                    )
-                )
-            except api_exc.NotFound:
-                raise FileNotFoundError(f"not found: {uri}") from None
-            except Exception as exc:
-                raise translate(exc, f"reading {uri}") from exc
-
-        return with_backoff(once, f"reading {uri}", self.policy)

@@ -2,8 +2,14 @@
 
 Every partition running in this process shares them, so concurrent partitions never
 oversubscribe the cores. Pillow releases the GIL in decode and resize, so threads scale on
-a few cores; past that processes keep scaling (DESIGN.md: threads stop at ~8 cores while
-16 processes go 1.5x further), so `auto` picks processes on bigger machines.
+a few cores; past that processes keep scaling (threads stop at ~8 cores while 16 processes
+go 1.5x further), so `auto` picks processes on bigger machines.
+
+The I/O pool follows the decode pool: a read from object storage is a round trip (~40 ms
+for a small GCS object) during which a thread only waits, so remote storage gets
+IO_PER_WORKER threads per decode worker, between IO_MIN and IO_MAX; local files need few.
+With decoding on processes, remote reads run in a few fetch processes (`fetch_pool`), since
+the CPU each GET costs would otherwise cap one process's GET rate below the decoders' rate.
 """
 
 from __future__ import annotations
@@ -21,7 +27,16 @@ ExecutorKind = Literal["auto", "threads", "processes"]
 EXECUTOR_KINDS: tuple[str, ...] = get_args(ExecutorKind)
 # Up to this many workers threads are as fast as processes and cost no start-up.
 THREADS_UP_TO = 4
-IO_WORKERS = 16
+# One decode worker standardizes ~180 (16 processes: ~2,900/s) to ~330 (small photos)
+# images/s; one thread doing 40 ms GETs fetches 25/s, so 16 threads per worker keep it fed.
+IO_PER_WORKER = 16
+IO_MIN, IO_MAX = 32, 256
+LOCAL_IO_MAX = 8
+# A remote read costs ~0.45 ms of this process's CPU (benchmarks/gcs_read.py), under one GIL:
+# one process tops out near 2,000 GETs/s, below what 16 decode processes use (~2,900/s). With
+# process decoding, reads are spread over one fetch process per DECODERS_PER_FETCHER workers
+# (~720 GETs/s each, a third of a core).
+DECODERS_PER_FETCHER = 4
 
 _lock = threading.Lock()
 _pools: dict[tuple[str, int], Executor] = {}
@@ -51,7 +66,7 @@ def _get(kind: str, n: int) -> Executor:
     with _lock:
         pool = _pools.get((kind, n))
         if pool is None:
-            if kind == "processes":
+            if kind in ("processes", "fetch"):
                 ctx = multiprocessing.get_context("forkserver")
                 pool = ProcessPoolExecutor(n, mp_context=ctx)
             else:
@@ -65,9 +80,28 @@ def decode_pool(kind: str = "auto", workers: int | None = None) -> Executor:
     return _get(*resolve(kind, workers))
 
 
-def io_pool(workers: int = IO_WORKERS) -> Executor:
-    """The shared, bounded I/O pool (reads from disk or object storage)."""
+def io_threads(remote: bool, decode_workers: int) -> int:
+    """I/O threads for `decode_workers` decoders reading remote (True) or local storage."""
+    if remote:
+        return min(max(decode_workers * IO_PER_WORKER, IO_MIN), IO_MAX)
+    return min(max(decode_workers, 2), LOCAL_IO_MAX)
+
+
+def io_pool(workers: int) -> Executor:
+    """The shared, bounded I/O thread pool of this size (reads from disk or object storage)."""
     return _get("io", workers)
+
+
+def fetch_processes(kind: str, remote: bool, decode_workers: int) -> int:
+    """Processes that read for the decoders; 0 means: read on this process's I/O threads."""
+    if kind != "processes" or not remote:
+        return 0
+    return -(-decode_workers // DECODERS_PER_FETCHER)
+
+
+def fetch_pool(processes: int) -> Executor:
+    """The shared pool of fetch processes (each reads on its own I/O threads)."""
+    return _get("fetch", processes)
 
 
 def discard(kind: str, workers: int, pool: Executor) -> None:

@@ -1,7 +1,8 @@
 """Compute one partition: read its images, standardize them on the shared pools, commit a shard.
 
-Reading and decoding overlap in small chunks, and only a few chunks are in flight per
-partition, so memory stays bounded whatever the image sizes. A bad image becomes a status
+Reading and decoding overlap in small chunks: reads of the next chunks run on the I/O pool
+while earlier chunks decode, and only a bounded window of chunks is in flight per partition
+(`Window`), so memory stays bounded whatever the partition size. A bad image becomes a status
 row; only storage trouble that may pass (TransientError) or a write failure fails the
 partition, which the orchestrator then retries.
 """
@@ -21,29 +22,9 @@ from imgbatch import parallel, shards
 from imgbatch.errors import TransientError
 from imgbatch.images import Outcome, blank, standardize
 from imgbatch.plan import PartitionPlan, read_rows
+from imgbatch.reading import CHUNK, Fetched, Reader, Window
 from imgbatch.spec import ImageSpec
-from imgbatch.storage import InvalidPath, Storage
-
-CHUNK = 32
-CHUNKS_IN_FLIGHT = 4
-
-Fetched = bytes | Outcome
-
-
-def fetch(storage: Storage, path: str) -> Fetched:
-    """The source's bytes, or the outcome that explains why there are none."""
-    try:
-        return storage.read(path)
-    except FileNotFoundError:
-        return Outcome("missing", f"not found: {path}")
-    except InvalidPath as exc:
-        return Outcome("rejected", str(exc))
-    except IsADirectoryError:
-        return Outcome("missing", f"is a folder, not a file: {path}")
-    except TransientError:
-        raise
-    except OSError as exc:
-        return Outcome("error", f"read failed: {exc}")
+from imgbatch.storage import Storage
 
 
 def standardize_many(items: Sequence[Fetched], spec: ImageSpec) -> tuple[np.ndarray, list[Outcome]]:
@@ -61,27 +42,42 @@ def standardize_many(items: Sequence[Fetched], spec: ImageSpec) -> tuple[np.ndar
 
 
 def compute(
-    paths: Sequence[str], storage: Storage, spec: ImageSpec, cpu: Executor, io: Executor
+    paths: Sequence[str],
+    storage: Storage,
+    spec: ImageSpec,
+    cpu: Executor,
+    io: Reader | Executor,
+    window: Window | None = None,
 ) -> tuple[np.ndarray, list[Outcome]]:
-    """Standardize every path, in order."""
+    """Standardize every path, in order; reads (on `io`: a Reader, or an I/O thread pool)
+    run ahead of decoding within `window`."""
+    window = window or Window()
+    reader = io if isinstance(io, Reader) else Reader(io, 0)
     n = len(paths)
     images = np.zeros((n, spec.size, spec.size, 3), dtype=np.uint8)
     outcomes: list[Outcome] = [Outcome("error")] * n
-    pending: deque[tuple[int, Future]] = deque()
-
-    def collect() -> None:
-        start, fut = pending.popleft()
-        arr, outs = fut.result()
-        images[start : start + len(outs)] = arr
-        outcomes[start : start + len(outs)] = outs
-
-    for start in range(0, n, CHUNK):
-        chunk = list(io.map(lambda p: fetch(storage, p), paths[start : start + CHUNK]))
-        pending.append((start, cpu.submit(standardize_many, chunk, spec)))
-        if len(pending) >= CHUNKS_IN_FLIGHT:
-            collect()
-    while pending:
-        collect()
+    todo = deque(range(0, n, CHUNK))
+    reads: deque[tuple[int, list[Future]]] = deque()
+    decodes: deque[tuple[int, Future]] = deque()
+    try:
+        while todo or reads or decodes:
+            while todo and len(reads) < window.reading:
+                start = todo.popleft()
+                chunk = paths[start : start + CHUNK]
+                reads.append((start, reader.submit(storage, chunk)))
+            if reads and len(decodes) < window.decoding:
+                start, futures = reads.popleft()
+                items = reader.collect(futures)
+                decodes.append((start, cpu.submit(standardize_many, items, spec)))
+            else:
+                start, fut = decodes.popleft()
+                arr, outs = fut.result()
+                images[start : start + len(outs)] = arr
+                outcomes[start : start + len(outs)] = outs
+    finally:
+        for _, futures in reads:
+            for f in futures:
+                f.cancel()
     return images, outcomes
 
 
@@ -102,16 +98,25 @@ def run_partition(
     paths = read_rows(manifest, part.id)
     kind, n = parallel.resolve(executor, workers)
     cpu = parallel.decode_pool(kind, n)
+    reader = Reader.for_decoders(kind, storage.remote, n)
+    window = Window.sized(reader.threads, n)
     try:
-        images, outcomes = compute(paths, storage, spec, cpu, parallel.io_pool())
-    except BrokenProcessPool as exc:
+        images, outcomes = compute(paths, storage, spec, cpu, reader, window)
+    except BrokenProcessPool as exc:  # a dead fetch process is reported by the reader
         parallel.discard(kind, n, cpu)
         raise TransientError(f"a decode worker process died: {exc}") from exc
     except (CancelledError, RuntimeError) as exc:
         if not isinstance(exc, CancelledError) and "shutdown" not in str(exc):
             raise
-        raise TransientError(f"the decode pool was replaced mid-partition: {exc}") from exc
-    index = pd.DataFrame(
+        raise TransientError(f"a pool was replaced mid-partition: {exc}") from exc
+    index = index_frame(part, paths, outcomes)
+    record = shards.write_shard(out, part.id, part.fingerprint, images, index)
+    return summary(record, computed=True, seconds=time.perf_counter() - t0)
+
+
+def index_frame(part: PartitionPlan, paths: list[str], outcomes: list[Outcome]) -> pd.DataFrame:
+    """The shard's index rows: one per CSV row of the partition, with its outcome."""
+    return pd.DataFrame(
         {
             "row": np.arange(part.start, part.stop, dtype=np.int64),
             "image_path": paths,
@@ -122,8 +127,6 @@ def run_partition(
             "partition": np.full(len(paths), part.id, dtype=np.int32),
         }
     )
-    record = shards.write_shard(out, part.id, part.fingerprint, images, index)
-    return summary(record, computed=True, seconds=time.perf_counter() - t0)
 
 
 def summary(record: dict, computed: bool, seconds: float) -> dict:

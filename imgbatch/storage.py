@@ -3,25 +3,39 @@
 A `Storage` answers two questions for a list of row paths: what is the identity of each
 source (for the partition fingerprint: changes when the bytes may have changed), and what
 are its bytes. A missing source raises FileNotFoundError; a path that is not allowed
-raises InvalidPath; a retryable failure raises TransientError.
+raises InvalidPath; a retryable failure raises TransientError. `remote` says whether a read
+is a network round trip, which sizes the I/O pool (imgbatch.parallel.io_threads).
+
+Implementations are found by URL scheme in one table, `SCHEMES` (as webdataset's
+gopen_schemes): the module is imported only when a root of its scheme is opened, so a local
+run never loads the Google client.
 """
 
 from __future__ import annotations
 
-import os
+import importlib
+import re
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from imgbatch.errors import PermanentError, UsageError
+from imgbatch.errors import UsageError
+from imgbatch.relpath import InvalidPath, clean_relative
+from imgbatch.storage_local import LocalStorage
+from imgbatch.urls import GCS_SCHEME
 
+__all__ = ["SCHEMES", "InvalidPath", "LocalStorage", "Storage", "clean_relative", "open_storage"]
 
-class InvalidPath(PermanentError):
-    """A row path that is empty, absolute or climbs out of the images root."""
+# URL scheme -> "module:class"; the class has open(root). "" is a local folder.
+SCHEMES: dict[str, str] = {
+    GCS_SCHEME: "imgbatch.storage_gcs:GCSStorage",
+    "": "imgbatch.storage_local:LocalStorage",
+}
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 class Storage(Protocol):
     root: str
+    remote: bool
 
     def identities(self, paths: Sequence[str]) -> list[str | None]:
         """One identity string per path (None when the source is missing)."""
@@ -32,51 +46,20 @@ class Storage(Protocol):
         ...
 
 
-def clean_relative(path: str) -> str:
-    """Normalize a row path to a POSIX path inside the root, or raise InvalidPath."""
-    if not isinstance(path, str) or not path.strip():
-        raise InvalidPath("empty image path")
-    p = PurePosixPath(path.strip().replace("\\", "/"))
-    if p.is_absolute() or ".." in p.parts:
-        raise InvalidPath(f"path {path!r} is absolute or leaves the images root")
-    return str(p)
-
-
-class LocalStorage:
-    """Images under a local folder; identity = size and mtime (ns)."""
-
-    def __init__(self, root: str | os.PathLike) -> None:
-        self.root = str(Path(root).resolve())
-
-    def _full(self, path: str) -> str:
-        return os.path.join(self.root, clean_relative(path))
-
-    def identities(self, paths: Sequence[str]) -> list[str | None]:
-        out: list[str | None] = []
-        for p in paths:
-            try:
-                st = os.stat(self._full(p))
-            except InvalidPath:
-                out.append("invalid")
-            except OSError:
-                out.append(None)
-            else:
-                out.append(f"{st.st_size}-{st.st_mtime_ns}")
-        return out
-
-    def read(self, path: str) -> bytes:
-        with open(self._full(path), "rb") as f:
-            return f.read()
+def scheme_of(root: str) -> str:
+    """The SCHEMES key for `root`, or UsageError for a scheme no storage handles."""
+    if not isinstance(root, str) or not root:
+        raise UsageError(f"images root must be a folder or a URL, got {root!r}")
+    m = _SCHEME.match(root)
+    if m is None:
+        return ""
+    if m.group(0) not in SCHEMES:
+        known = ", ".join(s for s in SCHEMES if s)
+        raise UsageError(f"images root {root!r}: unsupported scheme; use a folder or {known}")
+    return m.group(0)
 
 
 def open_storage(root: str) -> Storage:
     """Storage for an images root given as a local folder or gs://bucket/prefix."""
-    if root.startswith("gs://"):
-        from imgbatch.gcs import GCSStorage  # lazy: local runs need no Google client
-
-        return GCSStorage(root)
-    if not os.path.isdir(root):
-        raise UsageError(f"images root {root!r} is not a readable folder")
-    if not os.access(root, os.R_OK | os.X_OK):
-        raise UsageError(f"images root {root!r} is not readable")
-    return LocalStorage(root)
+    module, _, name = SCHEMES[scheme_of(root)].partition(":")
+    return getattr(importlib.import_module(module), name).open(root)

@@ -27,8 +27,8 @@ from google.api_core import exceptions as api_exc
 
 from imgbatch.errors import ImgbatchError, PermanentError, TransientError, UsageError
 from imgbatch.gcs import (
-    SCHEME,
     RetryPolicy,
+    gs_url,
     list_prefix,
     make_client,
     object_name,
@@ -123,7 +123,7 @@ class UploadReport:
         if not self.failed:
             return
         names = sorted(self.failed)
-        shown = "; ".join(f"{SCHEME}{self.bucket}/{n}: {self.failed[n]}" for n in names[:5])
+        shown = "; ".join(f"{gs_url(self.bucket, n)}: {self.failed[n]}" for n in names[:5])
         more = f" (and {len(names) - 5} more)" if len(names) > 5 else ""
         msg = f"{len(names)} of {self.total} uploads failed: {shown}{more}"
         if all(n in self.permanent for n in names):
@@ -189,7 +189,7 @@ def upload_tree(
     client = client or make_client(pool_size=workers)
     bucket = client.bucket(bucket_name)
     remote = list_prefix(bucket, prefix, policy)
-    report = UploadReport(bucket_name, f"{SCHEME}{bucket_name}/{prefix}".rstrip("/"))
+    report = UploadReport(bucket_name, gs_url(bucket_name, prefix))
     progress = UploadProgress(0, len(files), 0, sum(f.size for f in files))
 
     def record(outcome: FileOutcome) -> None:
@@ -237,7 +237,7 @@ def sync_file(
     if intact(listed, f.size, crc):
         return FileOutcome(f.name, f.size, "skipped")
     sender = _Sender(bucket, f, crc, listed["generation"] if listed else 0, policy)
-    uri = f"{SCHEME}{bucket.name}/{f.name}"
+    uri = gs_url(bucket.name, f.name)
     try:
         with_backoff(sender.attempt, f"uploading {uri}", policy)
     except ImgbatchError as exc:
@@ -252,7 +252,7 @@ class _Sender:
     def __init__(self, bucket: Bucket, f: LocalFile, crc: str, generation: int, policy) -> None:
         self.bucket, self.file, self.crc, self.policy = bucket, f, crc, policy
         self.generation = generation
-        self.uri = f"{SCHEME}{bucket.name}/{f.name}"
+        self.uri = gs_url(bucket.name, f.name)
         self.notes: list[str] = []
 
     def attempt(self) -> None:

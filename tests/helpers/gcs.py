@@ -5,7 +5,8 @@ run on 127.0.0.1 with an HTTP port (for the Python client) and an HTTPS port (fo
 `FaultProxy` is a loopback reverse proxy that answers chosen requests with an error status,
 resets the connection before or after forwarding (a lost response: the object IS written),
 or flips a byte of the request or response body, by rule; it logs every request so tests
-can count them.
+can count them. A `Latency` delays every matching request before it is forwarded (like the
+round trip to real GCS), independently of the fault rules, so both can apply at once.
 
 Fixtures (import them into a conftest.py): `gcs_emulator` (session), `gcs` (a fresh bucket,
 client pointed straight at the emulator), `faulty_gcs` (a fresh bucket behind a new proxy),
@@ -151,6 +152,18 @@ class Rule:
         return True
 
 
+@dataclass(frozen=True)
+class Latency:
+    """Hold every request matching method and path (regex on path?query) `seconds` first."""
+
+    seconds: float
+    method: str = ".*"
+    path: str = ""
+
+    def applies(self, method: str, path: str) -> bool:
+        return bool(re.fullmatch(self.method, method) and re.search(self.path, path))
+
+
 @dataclass
 class Seen:
     method: str
@@ -160,6 +173,7 @@ class Seen:
 
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # the default backlog of 5 drops bursts of new connections
 
     def handle_error(self, request, client_address) -> None:
         pass  # clients dropping kept-alive connections are expected, not news
@@ -172,9 +186,11 @@ class FaultProxy:
     upstream: str
     rules: list[Rule] = field(default_factory=list)
     log: list[Seen] = field(default_factory=list)
+    latency: Latency | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()  # client connections, closed by stop()
         self._server = _QuietServer(("127.0.0.1", 0), _handler(self))
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(
@@ -186,10 +202,21 @@ class FaultProxy:
         with self._lock:
             self.rules = list(rules)
 
+    def set_latency(self, latency: Latency | None) -> None:
+        with self._lock:
+            self.latency = latency
+
     def clear(self) -> None:
         with self._lock:
             self.rules = []
             self.log = []
+            self.latency = None
+
+    def _delay(self, method: str, path: str) -> None:
+        with self._lock:
+            latency = self.latency
+        if latency is not None and latency.applies(method, path):
+            time.sleep(latency.seconds)
 
     def _pick(self, method: str, path: str, body: bytes) -> str | None:
         with self._lock:
@@ -212,13 +239,20 @@ class FaultProxy:
             )
 
     def stop(self) -> None:
+        """Stop listening and drop kept-alive connections: the port refuses, like a dead server."""
         self._server.shutdown()
         self._server.server_close()
+        with self._lock:
+            conns, self._open = list(self._open), set()
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
 
 UPLOAD = r"^/upload/storage/v1/b/"
 LIST = r"^/storage/v1/b/[^/]+/o(\?|$)"
 OBJECT = r"^/storage/v1/b/[^/]+/o/"
+MEDIA = r"^/download/storage/v1/b/[^/]+/o/"  # object bytes (?alt=media)
 
 
 def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
@@ -227,11 +261,21 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # headers and body go out in two writes: with Nagle on, the body waits for the
+        # client's delayed ACK (~40 ms) and every response through the proxy is that slow
+        disable_nagle_algorithm = True
 
         def log_message(self, *args) -> None:
             pass
 
+        def setup(self) -> None:
+            super().setup()
+            with proxy._lock:
+                proxy._open.add(self.connection)
+
         def finish(self) -> None:
+            with proxy._lock:
+                proxy._open.discard(self.connection)
             with contextlib.suppress(OSError):
                 super().finish()
 
@@ -283,6 +327,7 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
 
         def handle_one(self) -> None:
             body = self._body()
+            proxy._delay(self.command, self.path)
             action = proxy._pick(self.command, self.path, body)
             if action:
                 proxy._record(self.command, self.path, action)

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from helpers.gcs import crc32c_b64
 
-from imgbatch.gcs import GCSStorage
 from imgbatch.samples import write_csv, write_tree
+from imgbatch.storage_gcs import GCSStorage
 from imgbatch.transfer import upload_tree
 
 pytestmark = pytest.mark.interop

@@ -1,17 +1,27 @@
-"""GCSStorage against a real fake-gcs-server: identities, reads, missing and changed objects."""
+"""GCSStorage against a real fake-gcs-server: identities, reads, missing and changed objects,
+retries, crc32c checks and an unreachable endpoint."""
 
 from __future__ import annotations
 
+import gzip
 import pickle
-from concurrent.futures import ProcessPoolExecutor
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import helpers.gcs as gcs_helpers
+import numpy as np
 import pytest
-from helpers.gcs import LIST, OBJECT, Rule
+from helpers.gcs import LIST, MEDIA, OBJECT, Latency, Rule, crc32c_b64
 
+from imgbatch import parallel, samples
 from imgbatch.errors import PermanentError, TransientError, UsageError
-from imgbatch.gcs import GCSStorage, RetryPolicy, parse_gs_url
+from imgbatch.gcs import RetryPolicy, parse_gs_url
+from imgbatch.images import standardize
+from imgbatch.partition import compute
+from imgbatch.reading import Reader
+from imgbatch.spec import ImageSpec
 from imgbatch.storage import InvalidPath, open_storage
+from imgbatch.storage_gcs import GCSStorage
 
 gcs_emulator = gcs_helpers.gcs_emulator
 gcs = gcs_helpers.gcs
@@ -138,3 +148,82 @@ def test_url_parsing():
     assert parse_gs_url("gs://my-bucket") == ("my-bucket", "")
     assert parse_gs_url("gs://my-bucket/a/b/") == ("my-bucket", "a/b")
     assert parse_gs_url("gs://my.bucket_1//a//b") == ("my.bucket_1", "a/b")
+
+
+def test_refused_endpoint_fails_fast_naming_it(monkeypatch):
+    closed = f"http://127.0.0.1:{gcs_helpers.free_port()}"
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", closed)
+    t0 = time.monotonic()
+    with pytest.raises(PermanentError) as info:
+        GCSStorage("gs://some-bucket/imgs").identities(["a.jpg"])  # the default policy
+    assert time.monotonic() - t0 < 15
+    assert str(info.value) == (
+        f"cannot reach the storage endpoint {closed} (connection refused): "
+        "is STORAGE_EMULATOR_HOST right?"
+    )
+
+
+def test_endpoint_that_answered_once_keeps_its_retries(faulty_gcs):
+    put(faulty_gcs, "imgs", FILES)
+    storage = GCSStorage(faulty_gcs.url("imgs"), policy=FAST)
+    proxy = faulty_gcs.proxy
+    proxy.set_rules(Rule("status:503", method="GET", path=LIST, times=2))
+    assert storage.identities(["a/one.jpg"])[0]
+    assert proxy.rules[0].injected == 2
+    proxy.stop()  # the endpoint now refuses connections: a blip, not a wrong address
+    with pytest.raises(TransientError, match="one.jpg.*gave up after 3 attempts"):
+        storage.read("a/one.jpg")
+    with pytest.raises(TransientError, match="listing.*gave up after 3 attempts"):
+        GCSStorage(faulty_gcs.url("imgs"), policy=FAST).identities(["a/one.jpg"])
+
+
+def test_bytes_are_checked_against_the_listing(gcs):
+    put(gcs, "imgs", FILES)
+    storage = GCSStorage(gcs.url("imgs"), policy=FAST)
+    listed = storage.identities(["a/one.jpg"])[0]
+    assert listed.endswith(crc32c_b64(FILES["a/one.jpg"]))
+    put(gcs, "imgs", {"a/one.jpg": b"\xff\xd8replaced after the listing"})
+    with pytest.raises(TransientError, match=r"crc32c of the bytes .* != listed"):
+        storage.read("a/one.jpg")
+    assert GCSStorage(gcs.url("imgs")).read("a/one.jpg") == b"\xff\xd8replaced after the listing"
+
+
+def test_gzip_encoded_object_reads_as_its_content(gcs):
+    content = b"\x89PNG" + bytes(range(256)) * 20
+    blob = gcs.client().bucket(gcs.name).blob("imgs/z.png")
+    blob.content_encoding = "gzip"
+    blob.upload_from_string(gzip.compress(content))
+    storage = GCSStorage(gcs.url("imgs"), policy=FAST)
+    storage.identities(["z.png"])
+    assert storage.read("z.png") == content
+
+
+def test_reads_share_one_pool_and_see_the_injected_latency(faulty_gcs):
+    put(faulty_gcs, "imgs", FILES)
+    proxy = faulty_gcs.proxy
+    proxy.set_latency(Latency(0.2, method="GET", path=MEDIA))
+    storage = GCSStorage(faulty_gcs.url("imgs"))
+    with ThreadPoolExecutor(3) as pool:
+        t0 = time.monotonic()
+        got = list(pool.map(storage.read, FILES))
+        took = time.monotonic() - t0
+    assert got == list(FILES.values())
+    assert 0.2 <= took < 0.6  # three reads at once, each held 0.2 s: in parallel, not in turn
+    assert proxy.count("GET", MEDIA, "^200$") == 3
+
+
+def test_process_decoding_reads_gs_in_fetch_processes(gcs, tmp_path):
+    rels = samples.write_tree(tmp_path, 40, seed=5, min_side=48, max_side=120)
+    put(gcs, "imgs", {r: (tmp_path / r).read_bytes() for r in rels})
+    reader = Reader.for_decoders("processes", True, 2)
+    assert (reader.processes, reader.threads) == (1, parallel.io_threads(True, 2))
+    rows = [*rels, "gone.jpg", rels[0]]
+    spec = ImageSpec(size=16)
+    cpu = parallel.decode_pool("processes", 2)
+    images, outcomes = compute(rows, GCSStorage(gcs.url("imgs")), spec, cpu, reader)
+    assert [o.status for o in outcomes] == ["ok"] * len(rels) + ["missing", "ok"]
+    assert "gone.jpg" in outcomes[-2].error
+    for i in (0, 17, len(rows) - 1):
+        expected, _ = standardize((tmp_path / rows[i]).read_bytes(), spec)
+        assert np.array_equal(images[i], expected)
+    assert not images[-2].any()
