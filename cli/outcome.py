@@ -24,8 +24,6 @@ def preprocess_result(command: str, state) -> int:
     if not state.is_completed():
         return failed(command, state)
     result = state.result()
-    if hasattr(result, "result"):  # a flow that returned a subflow's state
-        result = result.result()
     print(state.message)
     if result.get("assembled"):
         print(f"images.npy {tuple(result['shape'])} sha256 {result['images_sha256'][:16]}...")

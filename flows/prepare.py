@@ -9,7 +9,7 @@ a Retry of a failed run redoes only what did not finish.
 import os
 
 from prefect import flow
-from prefect.states import State
+from prefect.states import Completed, State
 
 from flows.download import download_archives
 from flows.naming import named
@@ -31,4 +31,7 @@ def prepare_dataset(params: PrepareParams) -> State:
     if params.upload_to:
         upload_tree(UploadParams(src_dir=images, dest=params.upload_to, retries=params.retries))
         images = params.upload_to
-    return preprocess_images(params.preprocess(images), return_state=True)
+    state = preprocess_images(params.preprocess(images), return_state=True)
+    if not state.is_completed():
+        return state
+    return Completed(message=state.message, data=state.result())

@@ -59,6 +59,9 @@ def test_prepare_dataset_through_gcs_equals_the_local_tree(tmp_path, gcs):  # no
         state = prepare_dataset(params, return_state=True)
         resumed = [r.range for a in archives for r in server.gets(a.name)]
     assert state.is_completed(), state.message
+    assert (
+        state.message == f"28 rows -> {tmp_path / 'out'}/images.npy (corrupt=1, missing=1, ok=26)"
+    )
     assert sum(1 for r in resumed if r) == 2, f"each cut download must resume: {resumed}"
 
     run = verify_output(str(tmp_path / "out"))
