@@ -1,6 +1,6 @@
 """Bytes in, one standardized uint8 (S, S, 3) array and an outcome out. Pure: no I/O.
 
-The rules (DESIGN.md, image standardization contract): an allow-list of formats, the
+The rules (README.md, "Image rules"): an allow-list of formats, the
 decompression-bomb warning treated as an error, truncated files refused, EXIF orientation
 applied, alpha composited over a background, 16-bit scaled (not clipped), and three resize
 modes. A failure never raises: it returns a zero image and an outcome naming the reason.
@@ -93,7 +93,7 @@ def _open(data: bytes) -> Image.Image:
     except UnidentifiedImageError:
         pass
     else:
-        # Pillow only warns between MAX_IMAGE_PIXELS and twice that; we refuse (DESIGN.md).
+        # Pillow only warns between MAX_IMAGE_PIXELS and twice that; we refuse (README.md, "Image rules").
         limit = Image.MAX_IMAGE_PIXELS
         if limit and img.width * img.height > limit:
             img.close()

@@ -1,4 +1,4 @@
-"""The Upload cases of TESTING.md: a real fake-gcs-server behind the project's fault proxy.
+"""Upload faults: a real fake-gcs-server behind the project's fault proxy.
 
 Every test ends by reading each object straight from the emulator and comparing its bytes
 and its reported crc32c with the local file, so a lost or corrupted object fails it.

@@ -1,4 +1,4 @@
-"""The core library never imports Prefect (DESIGN.md, Layers)."""
+"""The core library never imports Prefect (docs/ARCHITECTURE.md, "Layers")."""
 
 import pkgutil
 import subprocess
