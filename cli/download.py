@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import argparse
 
-from cli.options import add_options, values
+from cli.options import add_command, values
 from cli.outcome import failed
 from imgbatch.params import DownloadParams
 from imgbatch.preflight import check_download
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(
+    add_command(
+        sub,
         name,
+        DownloadParams,
+        run,
+        positional=("urls",),
         help="download archives with wget (resumed, verified) and optionally extract them",
         description="Run the download-archives flow: one wget per URL with resume and retries, "
         "saved as DEST/NAME only after its size (and sha256, when given) checked out.",
     )
-    add_options(p, DownloadParams, positional=("urls",))
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -68,3 +68,18 @@ def add_options(
 def values(args: argparse.Namespace, model: type[BaseModel]) -> dict:
     """The fields of `model` the user gave."""
     return {k: v for k, v in vars(args).items() if k in model.model_fields}
+
+
+def add_command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    model: type[BaseModel],
+    run,
+    positional: tuple[str, ...] = (),
+    **texts: str,
+) -> argparse.ArgumentParser:
+    """A subcommand whose options are `model`'s fields and whose action is `run(args)`."""
+    parser = sub.add_parser(name, **texts)
+    add_options(parser, model, positional)
+    parser.set_defaults(run=run)
+    return parser

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import argparse
 
-from cli.options import add_options, values
+from cli.options import add_command, values
 from cli.outcome import preprocess_result
 from imgbatch.params import PrepareParams
 from imgbatch.preflight import check_prepare
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(
+    add_command(
+        sub,
         name,
+        PrepareParams,
+        run,
+        positional=("urls",),
         help="download + extract archives, optionally upload to gs://, then preprocess",
         description="Run the prepare-dataset flow: the whole job, checked before any download.",
     )
-    add_options(p, PrepareParams, positional=("urls",))
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

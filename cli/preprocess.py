@@ -4,27 +4,28 @@ from __future__ import annotations
 
 import argparse
 
-from cli.options import add_options, values
+from cli.options import add_command, values
 from cli.outcome import preprocess_result
 from imgbatch.params import PreprocessParams
 from imgbatch.preflight import check_preprocess
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         name,
+        PreprocessParams,
+        run,
         help="standardize every image named by a CSV into OUT/images.npy",
         description="Run the preprocess-images flow (against the Prefect server in "
         "PREFECT_API_URL when set, else a temporary local one).",
     )
-    add_options(p, PreprocessParams)
     p.add_argument(
         "--dask-address",
         default=None,
         help="run partitions on an existing Dask cluster (tcp://host:8786) via prefect-dask; "
         "--workers is then the decode threads per Dask worker",
     )
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,16 +5,21 @@ from __future__ import annotations
 import argparse
 import os
 
-from cli.options import add_options, values
+from cli.options import add_command, values
 from cli.outcome import failed
 from imgbatch.errors import UsageError
 from imgbatch.params import StatsParams
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(name, help="exact per-channel mean/std of OUT/images.npy")
-    add_options(p, StatsParams, positional=("out",))
-    p.set_defaults(run=run)
+    add_command(
+        sub,
+        name,
+        StatsParams,
+        run,
+        positional=("out",),
+        help="exact per-channel mean/std of OUT/images.npy",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import argparse
 
-from cli.options import add_options, values
+from cli.options import add_command, values
 from cli.outcome import failed
 from imgbatch.params import UploadParams
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(
+    add_command(
+        sub,
         name,
+        UploadParams,
+        run,
+        positional=("src_dir", "dest"),
         help="copy a local folder to gs://BUCKET/PREFIX, gsutil-style, verified by crc32c",
         description="Run the upload-tree flow: one listing of the destination, files whose "
         "size and crc32c already match are skipped, the rest uploaded in parallel and "
         "checked. Uses STORAGE_EMULATOR_HOST when set, else Application Default Credentials.",
     )
-    add_options(p, UploadParams, positional=("src_dir", "dest"))
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -102,17 +102,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="seconds between looks for new runs (default PREFECT_RUNNER_POLL_FREQUENCY)",
     )
     args = p.parse_args(argv)
+    args.params = schedule_params(p, args.params, args.cron)
+    return args
+
+
+def schedule_params(p: argparse.ArgumentParser, text: str | None, cron: str | None) -> dict | None:
+    """--params as a JSON object; a schedule needs csv, images and out in it."""
     try:
-        args.params = json.loads(args.params) if args.params else None
+        params = json.loads(text) if text else None
     except ValueError as exc:
         p.error(f"--params is not JSON: {exc}")
-    if args.params is not None and not isinstance(args.params, dict):
+    if params is not None and not isinstance(params, dict):
         p.error("--params must be a JSON object")
-    if args.cron:
-        missing = [k for k in REQUIRED_PARAMS if k not in (args.params or {})]
-        if missing:
-            p.error(f"--cron needs --params with {', '.join(missing)}")
-    return args
+    missing = [k for k in REQUIRED_PARAMS if k not in (params or {})]
+    if cron and missing:
+        p.error(f"--cron needs --params with {', '.join(missing)}")
+    return params
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -93,7 +93,7 @@ def _open(data: bytes) -> Image.Image:
     except UnidentifiedImageError:
         pass
     else:
-        # Pillow only warns between MAX_IMAGE_PIXELS and twice that; we refuse (README.md, "Image rules").
+        # Pillow only warns between MAX_IMAGE_PIXELS and twice that; we refuse (README).
         limit = Image.MAX_IMAGE_PIXELS
         if limit and img.width * img.height > limit:
             img.close()

@@ -184,19 +184,24 @@ class Archives(Params):
     )
 
 
-class DownloadParams(Archives):
+class NetworkRetries(Params):
+    """Prefect's retries of a network stage (each retry costs a listing or a resumed wget)."""
+
+    retries: Annotated[int, Field(ge=0, le=20)] = Field(
+        3, description="Prefect retries of a task that failed for a transient reason"
+    )
+    retry_delay_seconds: Annotated[float, Field(ge=0)] = Field(
+        10.0, description="first retry delay; each further retry waits twice as long"
+    )
+
+
+class DownloadParams(Archives, NetworkRetries):
     """download-archives: URLs -> verified files in dest (and extracted trees)."""
 
     dest: str = Field(description="folder for the archives")
     extract: bool = Field(False, description="also extract each archive into extract_to")
     extract_to: str | None = Field(
         None, description="folder to extract into, as tar -xf ARCHIVE -C FOLDER (default: dest)"
-    )
-    retries: Annotated[int, Field(ge=0, le=20)] = Field(
-        3, description="Prefect retries of a download that failed for a transient reason"
-    )
-    retry_delay_seconds: Annotated[float, Field(ge=0)] = Field(
-        10.0, description="first retry delay; each further retry waits twice as long"
     )
 
 
@@ -225,18 +230,12 @@ class PrepareParams(ImageOptions, Archives, Destination):
         )
 
 
-class UploadParams(Params):
+class UploadParams(NetworkRetries):
     """upload-tree: a local folder -> gs://BUCKET/PREFIX, gsutil-style, checked by crc32c."""
 
     src_dir: str = Field(description="local folder to upload (every regular file under it)")
     dest: str = Field(description="gs://BUCKET/PREFIX to copy it to")
     workers: Annotated[int, Field(ge=1, le=256)] = Field(8, description="parallel uploads")
-    retries: Annotated[int, Field(ge=0, le=20)] = Field(
-        3, description="Prefect retries of the upload task when objects failed transiently"
-    )
-    retry_delay_seconds: Annotated[float, Field(ge=0)] = Field(
-        10.0, description="first retry delay; each further retry waits twice as long"
-    )
 
 
 class StatsParams(Params):

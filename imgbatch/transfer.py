@@ -190,6 +190,7 @@ def upload_tree(
     bucket = client.bucket(bucket_name)
     remote = list_prefix(bucket, prefix, policy)
     report = UploadReport(bucket_name, gs_url(bucket_name, prefix))
+
     progress = UploadProgress(0, len(files), 0, sum(f.size for f in files))
 
     def record(outcome: FileOutcome) -> None:
@@ -199,13 +200,7 @@ def upload_tree(
         if on_progress is not None:
             on_progress(progress)
 
-    pending = []
-    for f in files:  # the common rerun case, decided here without a thread hop per file
-        listed = remote.get(f.name)
-        if listed and listed["size"] == f.size and _readable_intact(f, listed):
-            record(FileOutcome(f.name, f.size, "skipped"))
-        else:
-            pending.append(f)
+    pending = _skip_intact(files, remote, record)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload") as pool:
         futures = [pool.submit(sync_file, bucket, f, remote.get(f.name), policy) for f in pending]
         for fut in as_completed(futures):
@@ -214,12 +209,28 @@ def upload_tree(
     return report
 
 
+def _skip_intact(
+    files: list[LocalFile], remote: dict, record: Callable[[FileOutcome], None]
+) -> list[LocalFile]:
+    """Record the files already there intact as skipped; return the others. The common rerun
+    case, decided in the calling thread without a thread hop per file."""
+    pending = []
+    for f in files:
+        if _readable_intact(f, remote.get(f.name)):
+            record(FileOutcome(f.name, f.size, "skipped"))
+        else:
+            pending.append(f)
+    return pending
+
+
 def intact(listed: dict | None, size: int, crc: str) -> bool:
     """The listed object already holds these bytes (same size and crc32c)."""
     return bool(listed) and listed["size"] == size and listed["crc32c"] == crc
 
 
-def _readable_intact(f: LocalFile, listed: dict) -> bool:
+def _readable_intact(f: LocalFile, listed: dict | None) -> bool:
+    if not listed or listed["size"] != f.size:
+        return False
     try:
         return intact(listed, f.size, file_crc32c(f.path))
     except OSError:

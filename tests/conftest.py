@@ -13,7 +13,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 def prefect_server():
     """One real Prefect API server (SQLite, loopback) for the whole session.
 
-    Start-up is slow under load (30 s timed out on a busy 2-core machine), so the timeout is raised and the server shared.
+    Start-up is slow under load (30 s timed out on a busy 2-core machine), so the timeout
+    is raised and the server shared.
     """
     from prefect.testing.utilities import prefect_test_harness
 
