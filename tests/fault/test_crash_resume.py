@@ -342,20 +342,24 @@ def test_decode_worker_killed_mid_partition_is_retried(
     )
 
 
-def test_two_runs_at_once_on_same_output(
+def test_a_run_on_an_output_another_run_is_writing_stops_at_once(
     data: Dataset, api_url: str, spawn, tmp_path: Path
 ) -> None:
-    """Two CLI runs started together on one OUT: one computes, the other stops at once with
-    one line naming the run that holds the folder; nothing is corrupted or done twice."""
+    """While another process writes OUT (it holds the output lock), a CLI run on the same OUT
+    stops at once, exit 2, with one line naming the holder, and writes nothing; once the
+    holder is done the same command completes."""
+    from imgbatch.outlock import output_lock
+
     out = tmp_path / "out"
-    argv = cli_argv(data, out, workers=2)
     env = child_env(api_url, tmp_path / "prefect-home")
-    procs = {name: spawn(argv, env, name) for name in ("first", "second")}
-    codes = {name: proc.wait(timeout=SUBPROCESS_TIMEOUT) for name, proc in procs.items()}
-    assert sorted(codes.values()) == [0, 2], codes
-    loser = next(name for name, code in codes.items() if code == 2)
-    err = (tmp_path / f"{loser}.err").read_text(errors="replace")
+    with output_lock(str(out), "flow run other-writer (test)"):
+        second = spawn(cli_argv(data, out, workers=2), env, "second")
+        assert second.wait(timeout=SUBPROCESS_TIMEOUT) == 2
+    err = (tmp_path / "second.err").read_text(errors="replace")
     line = [x for x in err.splitlines() if x.startswith("imgbatch preprocess: error:")]
-    assert len(line) == 1 and "is being written by pid" in line[0] and "flow run" in line[0]
+    assert len(line) == 1, err[-2000:]
+    assert f"is being written by pid {os.getpid()}" in line[0] and "other-writer" in line[0]
+    assert not (out / "shards").exists() and not (out / "plan.parquet").exists()
+    finish(spawn(cli_argv(data, out, workers=2), env, "after"), tmp_path, "after")
     check_final(out, data)
     assert not leftover_temps(out)
