@@ -140,7 +140,7 @@ def why_unavailable(exc: Exception) -> str | None:
     """The one line for a PrefectUnavailable or Prefect's ephemeral start-up RuntimeError."""
     if isinstance(exc, PrefectUnavailable):
         return str(exc)
-    if "ephemeral Prefect API server" not in str(exc):
+    if "connect to ephemeral Prefect API" not in str(exc):
         return None  # some other error: not ours to explain
     return (
         f"the temporary Prefect server did not answer within {setting(STARTUP_TIMEOUT)} s; "
