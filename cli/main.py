@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 
+from cli import prefect_setup
 from imgbatch.errors import UsageError
 
 # Command name -> module with register(subparsers) and run(args) -> int.
@@ -21,6 +22,7 @@ COMMANDS = {
     "upload": "cli.upload",
     "stats": "cli.stats",
     "demo": "cli.demo",
+    "server": "cli.server",
 }
 
 
@@ -49,7 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a bad option (2), already printed
         return int(exc.code or 0)
     try:
+        if getattr(args, "runs_flows", True):
+            prefect_setup.prepare()
         return int(args.run(args) or 0)
+    except (prefect_setup.PrefectUnavailable, RuntimeError) as exc:
+        if not (reason := prefect_setup.why_unavailable(exc)):
+            raise
+        print(f"imgbatch {args.command}: failed: {reason}", file=sys.stderr)
+        return 1
     except UsageError as exc:
         print(f"imgbatch {args.command}: error: {exc}", file=sys.stderr)
         return 2

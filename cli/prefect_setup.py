@@ -1,0 +1,159 @@
+"""Getting a Prefect API before a command runs a flow: quiet, patient, one line on failure.
+
+Prefect's temporary (ephemeral) server builds its database on first use, which on a busy
+machine takes longer than Prefect's 20 s start-up timeout; its telemetry notice would appear
+on a terminal; and a `kill -9` of the command would leave the server running. So, before
+Prefect is imported (help and argument errors never import it): defaults go into os.environ
+where the user set nothing, one line replaces Prefect's notice of the temporary server, and
+a watchdog stops what the command started if it dies. Settings are read without Prefect:
+the environment, then the active profile in profiles.toml.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import tomllib
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+STARTUP_TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+DEFAULT_STARTUP_TIMEOUT = "120"
+OWNER = "IMGBATCH_OWNER_PID"  # inherited by every process the command starts
+TEMPORARY_NOTICE = (
+    "imgbatch: starting a temporary Prefect server (first use builds its database; "
+    "for speed run `imgbatch server start`)"
+)
+# Its own small process: blocks until the command's end of the pipe closes (the command
+# exited, however it died), then stops every process still marked as the command's.
+WATCHDOG = """
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+sys.stdin.buffer.read()
+mark = f"{sys.argv[1]}={sys.argv[2]}".encode()
+def marked():
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            env = open(f"/proc/{pid}/environ", "rb").read().split(b"\\0")
+        except OSError:
+            continue
+        if mark in env and int(pid) != os.getpid():
+            yield int(pid)
+for sig in (signal.SIGTERM, signal.SIGKILL):
+    for pid in marked():
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+    time.sleep(3)
+"""
+
+
+# Kept for the life of the command: each holds its watchdog's pipe open.
+_WATCHDOGS: list[subprocess.Popen] = []
+
+
+class PrefectUnavailable(Exception):
+    """No Prefect API can be reached; the message says why and what to do."""
+
+
+def prefect_home() -> Path:
+    """PREFECT_HOME as Prefect resolves it (default ~/.prefect)."""
+    return Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+
+
+def profile_settings() -> dict[str, str]:
+    """The settings of the active Prefect profile, read from profiles.toml without Prefect."""
+    path = Path(os.environ.get("PREFECT_PROFILES_PATH") or prefect_home() / "profiles.toml")
+    try:
+        data = tomllib.loads(path.expanduser().read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+    active = os.environ.get("PREFECT_PROFILE") or data.get("active") or "ephemeral"
+    profile = data.get("profiles", {}).get(active, {})
+    return {str(k): str(v) for k, v in profile.items()}
+
+
+def setting(name: str) -> str | None:
+    """A Prefect setting the user configured, from the environment or the active profile."""
+    return os.environ.get(name) or profile_settings().get(name) or None
+
+
+def set_defaults() -> None:
+    """Patient start-up and telemetry off, unless the user configured either; before Prefect."""
+    if setting(STARTUP_TIMEOUT) is None:
+        os.environ[STARTUP_TIMEOUT] = DEFAULT_STARTUP_TIMEOUT
+    if setting("PREFECT_SERVER_ANALYTICS_ENABLED") is None:
+        os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+        # The client-side switch: without it Prefect prints its usage-data notice on a TTY.
+        os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def check_reachable(api_url: str, timeout: float = 10.0) -> None:
+    """Raise PrefectUnavailable if nothing answers at api_url (any HTTP answer will do)."""
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered (e.g. Prefect Cloud wants a key for /health)
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise PrefectUnavailable(
+            f"cannot reach the Prefect server at PREFECT_API_URL={api_url} ({reason}); "
+            "start it with `imgbatch server start`, or use a temporary one: "
+            "`imgbatch server stop` (or unset PREFECT_API_URL if you exported it)"
+        ) from None
+
+
+class _TemporaryServerNotice(logging.Filter):
+    """Replaces Prefect's two-line "Starting temporary server" log with our one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Starting temporary server"):
+            print(TEMPORARY_NOTICE, file=sys.stderr)
+            return False
+        return True
+
+
+_NOTICE = _TemporaryServerNotice()
+
+
+def guard_temporary_server() -> None:
+    """Announce the temporary server when Prefect starts it, and stop it if we are killed."""
+    logging.getLogger("prefect").addFilter(_NOTICE)  # once: the same filter is not re-added
+    if _WATCHDOGS or not Path("/proc/self/environ").exists():
+        return  # the watchdog finds processes through /proc (Linux)
+    os.environ[OWNER] = str(os.getpid())
+    _WATCHDOGS.append(
+        subprocess.Popen(
+            [sys.executable, "-c", WATCHDOG, OWNER, str(os.getpid())],
+            stdin=subprocess.PIPE,
+            start_new_session=True,
+        )
+    )
+
+
+def why_unavailable(exc: Exception) -> str | None:
+    """The one line for a PrefectUnavailable or Prefect's ephemeral start-up RuntimeError."""
+    if isinstance(exc, PrefectUnavailable):
+        return str(exc)
+    if "connect to ephemeral Prefect API" not in str(exc):
+        return None  # some other error: not ours to explain
+    return (
+        f"the temporary Prefect server did not answer within {setting(STARTUP_TIMEOUT)} s; "
+        f"run `imgbatch server start` once (it waits as long as needed), or raise "
+        f"{STARTUP_TIMEOUT}"
+    )
+
+
+def prepare() -> None:
+    """Before a command runs a flow: defaults, then a reachable API (or PrefectUnavailable)."""
+    set_defaults()
+    api_url = setting("PREFECT_API_URL")
+    if api_url:
+        check_reachable(api_url)
+    else:
+        guard_temporary_server()

@@ -1,0 +1,195 @@
+"""`imgbatch server start|stop|status`: a persistent local Prefect server (with its UI).
+
+A temporary server costs every command its start-up; one started here is reused by every
+later command without exporting anything: `start` writes PREFECT_API_URL into the active
+Prefect profile (under PREFECT_HOME) and `stop` removes it. Only 127.0.0.1 is served.
+The server's process id is kept where `prefect server stop` also finds it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from cli import prefect_setup
+
+HOST = "127.0.0.1"
+START_TIMEOUT = 600.0  # a first start builds the database; a loaded machine is slow
+
+
+def register(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(
+        name,
+        help="start, stop or check a local Prefect server (with its UI) that every "
+        "later command uses",
+        description="A persistent Prefect server on 127.0.0.1: faster runs and a UI. "
+        "`start` makes later imgbatch commands use it (through the Prefect profile); "
+        "`stop` undoes that.",
+    )
+    actions = p.add_subparsers(dest="action", required=True)
+    start_p = actions.add_parser("start", help="start it in the background and wait for it")
+    start_p.add_argument("--port", type=int, default=4200, help="port (default: 4200)")
+    actions.add_parser("stop", help="stop it; later commands use a temporary server")
+    actions.add_parser("status", help="say whether it runs, and where (exit 1 if not)")
+    p.set_defaults(run=run, runs_flows=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch to start, stop or status; Prefect's defaults are set first, as for flows."""
+    prefect_setup.set_defaults()
+    if args.action == "start":
+        return start(args.port)
+    return stop() if args.action == "stop" else status()
+
+
+def pid_file() -> Path:
+    return prefect_setup.prefect_home() / "server.pid"
+
+
+def log_file() -> Path:
+    return prefect_setup.prefect_home() / "imgbatch-server.log"
+
+
+def running_pid() -> int | None:
+    """The recorded server's process id, if that process still exists."""
+    try:
+        pid = int(pid_file().read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def healthy(api_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def launch(port: int) -> subprocess.Popen:
+    """`prefect server start` in its own session, so it outlives this command and its terminal."""
+    prefect_home = prefect_setup.prefect_home()
+    prefect_home.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "prefect", "server", "start"]
+    with open(log_file(), "ab") as log:
+        proc = subprocess.Popen(
+            [*command, "--host", HOST, "--port", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    pid_file().write_text(str(proc.pid))
+    return proc
+
+
+def wait_healthy(proc: subprocess.Popen, api_url: str) -> str | None:
+    """None once the API answers, else why it never will."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if healthy(api_url):
+            return None
+        if proc.poll() is not None:
+            return f"the Prefect server exited with code {proc.returncode} (see {log_file()})"
+        time.sleep(0.5)
+    return f"the Prefect server did not answer within {START_TIMEOUT:.0f} s (see {log_file()})"
+
+
+def set_profile_url(api_url: str | None) -> None:
+    """PREFECT_API_URL in the active Prefect profile: set, or removed when None."""
+    from prefect.settings import PREFECT_API_URL, update_current_profile
+
+    update_current_profile({PREFECT_API_URL: api_url})
+
+
+def start(port: int) -> int:
+    """Start the server (unless it runs), wait for its API, and point the profile at it."""
+    api_url = f"http://{HOST}:{port}/api"
+    if running_pid() and healthy(prefect_setup.setting("PREFECT_API_URL") or api_url):
+        print(f"imgbatch server: already running at {prefect_setup.setting('PREFECT_API_URL')}")
+        return 0
+    if not port_free(port):
+        print(
+            f"imgbatch server: failed: port {port} is in use; choose one with --port",
+            file=sys.stderr,
+        )
+        return 1
+    proc = launch(port)
+    if problem := wait_healthy(proc, api_url):
+        proc.kill()
+        proc.wait()
+        pid_file().unlink(missing_ok=True)
+        print(f"imgbatch server: failed: {problem}", file=sys.stderr)
+        return 1
+    set_profile_url(api_url)
+    print(
+        f"imgbatch server: Prefect server running, UI at http://{HOST}:{port} "
+        f"(API {api_url}); later imgbatch commands use it until `imgbatch server stop`"
+    )
+    return 0
+
+
+def stop_process(pid: int, grace: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL if it still runs after `grace` seconds (not a child of ours)."""
+    deadline = time.monotonic() + grace
+    try:
+        os.kill(pid, signal.SIGTERM)
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            os.kill(pid, 0)
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # it has exited
+
+
+def ours(api_url: str | None) -> bool:
+    """Whether the profile's URL is one `start` wrote (a loopback address)."""
+    return bool(api_url) and api_url.startswith(f"http://{HOST}:")
+
+
+def stop() -> int:
+    """Stop the recorded server and remove its URL from the profile."""
+    pid = running_pid()
+    if pid:
+        stop_process(pid)
+    pid_file().unlink(missing_ok=True)
+    api_url = prefect_setup.setting("PREFECT_API_URL")
+    if ours(api_url) and not os.environ.get("PREFECT_API_URL"):
+        set_profile_url(None)
+    print(
+        f"imgbatch server: {'stopped' if pid else 'not running'}; later imgbatch commands "
+        "start a temporary Prefect server"
+    )
+    return 0
+
+
+def status() -> int:
+    """Running (exit 0) or not (exit 1), and the URL later commands use."""
+    api_url = prefect_setup.setting("PREFECT_API_URL")
+    if api_url and healthy(api_url):
+        ui = api_url.removesuffix("/api")
+        print(f"imgbatch server: running, UI at {ui} (API {api_url})")
+        return 0
+    if api_url:
+        print(f"imgbatch server: not running at PREFECT_API_URL={api_url}")
+    else:
+        print("imgbatch server: not running; commands start a temporary Prefect server")
+    return 1
