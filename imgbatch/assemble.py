@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from imgbatch import shards
 from imgbatch.errors import PermanentError
-from imgbatch.files import read_json, write_json
+from imgbatch.files import described_write_errors, read_json, write_json
 from imgbatch.plan import PartitionPlan, code_version
 from imgbatch.preview import write_preview
 from imgbatch.publish import JOURNAL, Publication
@@ -97,7 +97,7 @@ def assemble(
     t0 = time.perf_counter()
     shape = (n_rows, spec.size, spec.size, 3)
     counts: Counter[str] = Counter()
-    with Publication(out) as pub:
+    with described_write_errors(out), Publication(out) as pub:
         digest = _stage_data(pub, out, parts, records, shape, counts)
         run = {
             "format": OUTPUT_FORMAT,

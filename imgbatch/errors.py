@@ -24,3 +24,8 @@ class TransientError(ImgbatchError):
 def is_retryable(exc: BaseException) -> bool:
     """True unless the error is known to be permanent or a usage error."""
     return not isinstance(exc, (PermanentError, UsageError))
+
+
+class WriteError(PermanentError):
+    """An output could not be written (disk full, permission denied, ...): retrying in a few
+    seconds cannot help; fix the cause, then rerun (or press Retry)."""

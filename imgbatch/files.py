@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from imgbatch.errors import WriteError
 
 HASH_BLOCK = 1 << 24
 
@@ -54,13 +58,53 @@ def atomic_path(path: str) -> Iterator[str]:
     """
     tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        yield tmp
-        fsync_file(tmp)
-        os.replace(tmp, path)
-        fsync_dir(os.path.dirname(os.path.abspath(path)))
+        with described_write_errors(path):
+            yield tmp
+            fsync_file(tmp)
+            os.replace(tmp, path)
+            fsync_dir(os.path.dirname(os.path.abspath(path)))
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+_CAUSES = {
+    errno.ENOSPC: "no space left on device (the disk is full)",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "read-only file system",
+    errno.EISDIR: "a folder is in the way",
+    errno.EFBIG: "file too large for this file system",
+}
+
+
+@contextmanager
+def described_write_errors(path: str) -> Iterator[None]:
+    """A failed write becomes a WriteError that says the cause in words and the path."""
+    try:
+        yield
+    except OSError as exc:
+        cause = write_failure(exc, path)
+        if cause is None:
+            raise
+        raise WriteError(f"cannot write {path}: {cause}") from exc
+
+
+def write_failure(exc: OSError, path: str) -> str | None:
+    """The cause of a failed write in words, or None when it is not a write failure.
+
+    numpy's array writer reports a full disk as "N requested and M written" with no errno;
+    a short write with (nearly) no free space left is taken for a full disk.
+    """
+    if exc.errno in _CAUSES:
+        return _CAUSES[exc.errno]
+    if exc.errno is None and "requested and" in str(exc):
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+        if free < 1 << 20:
+            return _CAUSES[errno.ENOSPC]
+        return f"short write ({exc})"
+    return None
 
 
 TEMP = re.compile(r"\.tmp-(\d+)-[0-9a-f]{8}$")

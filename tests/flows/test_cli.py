@@ -72,7 +72,7 @@ def test_preprocess_command_succeeds_and_reports_the_output(make_dataset, tmp_pa
 
 
 @pytest.mark.usefixtures("prefect_server")
-def test_failed_partition_gives_exit_1_and_one_line(make_dataset, tmp_path, capsys, monkeypatch):
+def test_failed_partition_gives_exit_1_and_one_line(make_dataset, tmp_path, capfd, monkeypatch):
     csv, root, _ = make_dataset(10)
     original = tasks.preprocess.run_job_partition
 
@@ -83,7 +83,9 @@ def test_failed_partition_gives_exit_1_and_one_line(make_dataset, tmp_path, caps
 
     monkeypatch.setattr(tasks.preprocess, "run_job_partition", fail_second)
     code = main(args_for(csv, root, tmp_path / "out", "--partition-size", "5"))
-    err = [line for line in capsys.readouterr().err.splitlines() if "imgbatch preprocess" in line]
+    captured = capfd.readouterr().err
+    assert "disk says no (injected)" in captured and "Traceback" not in captured
+    err = [line for line in captured.splitlines() if "imgbatch preprocess" in line]
     assert code == 1
     assert len(err) == 1 and "1 of 2 partitions failed" in err[0] and "partition 1" in err[0]
 
