@@ -7,10 +7,11 @@ Starts fake-gcs-server and, in front of it, the tests' FaultProxy holding every 
 imgbatch.samples (mostly JPEG, 300-800 px), and prints markdown tables:
 
 1. partition throughput (plan, then run_partition) from local disk, from gs:// straight to
-   the emulator, and from gs:// behind the latency proxy, decoding on threads (reads on I/O
-   threads) and on processes (reads in fetch processes); they run in turn `--rounds` times
-   and the best of each is kept, since the machine may be shared. CPU per image is split
-   into imgbatch's (this process and its pools) and the rig's (emulator and proxies);
+   the emulator, through the proxy without latency (the proxy's own cost) and with it,
+   decoding on threads (reads on I/O threads) and on processes (reads in fetch processes);
+   they run in turn `--rounds` times and the best of each is kept, since the machine may be
+   shared. CPU per image is split into imgbatch's (this process and its pools) and the
+   rig's (emulator and proxies);
 2. CPU seconds per GET of this process (time.process_time / GETs, 16 threads, straight to
    the emulator) for the old read path (Blob.download_as_bytes, crc32c-checked) and the new
    one (GCSStorage.read: one authorized urllib3 pool, crc32c-checked);
@@ -163,6 +164,7 @@ def throughput_table(env: Bench, args: argparse.Namespace) -> None:
     sources = [
         Source("local disk", env.images, env.emulator.url),
         Source("gs:// direct", env.url, env.emulator.url),
+        Source("gs:// through the proxy, 0 ms", env.url, env.plain_proxy.url),
         Source(f"gs:// + {ms} per GET", env.url, env.proxy.url),
         Source(f"gs:// + {ms} per GET", env.url, env.proxy.url, "processes"),
     ]
@@ -269,12 +271,22 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.04, help="seconds added to every GET")
     ap.add_argument("--partition-size", type=int, default=500)
     ap.add_argument("--rounds", type=int, default=3, help="runs of each source, best kept")
+    ap.add_argument(
+        "--pin",
+        action="store_true",
+        help="emulator and proxies on CPU 1, imgbatch on CPU 0: as if storage were remote",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        if args.pin:
+            os.sched_setaffinity(0, {1})  # the emulator and proxies started next inherit it
         env = Bench(tmp, args.n, args.latency)
+        if args.pin:
+            os.sched_setaffinity(0, {0})  # this thread, and every pool made from now on
         try:
             mb = sum(os.path.getsize(os.path.join(env.images, p)) for p in env.paths) / 1e6
-            print(f"corpus: {args.n} images, {mb:.0f} MB; {parallel.default_workers()} cores")
+            pinned = "; imgbatch pinned to CPU 0, emulator + proxies to CPU 1" if args.pin else ""
+            print(f"corpus: {args.n} images, {mb:.0f} MB; {os.cpu_count()} cores{pinned}")
             throughput_table(env, args)
             scale_table(env, args.latency, cost_table(env))
         finally:
