@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from imgbatch.gcs import gs_url
 from imgbatch.samples import varied_image
 from imgbatch.transfer import upload_tree
 from tests.helpers.gcs import Emulator, Gsutil, direct_client
@@ -66,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["STORAGE_EMULATOR_HOST"] = emulator.url
             gsutil = Gsutil.for_emulator(exe, emulator, Path(tmp) / "gsutil")
             sources = sorted(str(p) for p in root.iterdir())
-            theirs = f"gs://{BUCKET}/gsutil/"
-            ours = f"gs://{BUCKET}/ours"
+            theirs = gs_url(BUCKET, "gsutil") + "/"
+            ours = gs_url(BUCKET, "ours")
 
             up_s, report = timed(lambda: upload_tree(root, ours, workers=args.workers))
             assert report.ok and len(report.uploaded) == args.files, report.summary()

@@ -26,6 +26,7 @@ from imgbatch.plan import PLAN_FILE
 from imgbatch.publish import JOURNAL, recover
 from imgbatch.shards import SHARDS_DIR
 from imgbatch.spec import ImageSpec
+from imgbatch.urls import is_gcs_url
 
 OUTPUTS = (RUN, IMAGES, INDEX, PREVIEW, NORMALIZED)  # the commit record first
 OWN_NAMES = frozenset({*OUTPUTS, PLAN_FILE, SHARDS_DIR, JOURNAL, LOCK_NAME})
@@ -39,7 +40,7 @@ class OutputConflict(UsageError):
 def dataset_identity(csv: str, column: str, images: str, spec: ImageSpec) -> dict:
     """What a run would write, as recorded in run["dataset"] and compared by check_output."""
     sha256, size = file_digest(csv)
-    root = images.rstrip("/") if images.startswith("gs://") else str(Path(images).resolve())
+    root = images.rstrip("/") if is_gcs_url(images) else str(Path(images).resolve())
     return {
         "csv": os.path.abspath(csv),
         "csv_sha256": sha256,

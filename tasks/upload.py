@@ -17,7 +17,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from imgbatch.gcs import RetryPolicy
+from imgbatch.gcs import RetryPolicy, gs_url
 from imgbatch.transfer import UploadProgress, UploadReport, upload_tree
 from tasks.limits import slot
 from tasks.retry import retry_options
@@ -69,7 +69,7 @@ def publish_upload_summary(report: UploadReport) -> None:
     create_markdown_artifact("\n".join(lines), key=SUMMARY_KEY, description="upload summary")
     if report.failed:
         rows = [
-            {"object": f"gs://{report.bucket}/{name}", "reason": reason}
+            {"object": gs_url(report.bucket, name), "reason": reason}
             for name, reason in sorted(report.failed.items())[:500]
         ]
         create_table_artifact(rows, key=FAILED_KEY, description="objects not uploaded, first 500")
