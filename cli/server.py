@@ -89,9 +89,12 @@ def launch(port: int) -> subprocess.Popen:
     prefect_home = prefect_setup.prefect_home()
     prefect_home.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "prefect", "server", "start"]
+    # The UI's pages call this API address; Prefect's default names port 4200 only.
+    env = {**os.environ, "PREFECT_UI_API_URL": f"http://{HOST}:{port}/api"}
     with open(log_file(), "ab") as log:
         proc = subprocess.Popen(
             [*command, "--host", HOST, "--port", str(port)],
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

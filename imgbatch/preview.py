@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
@@ -64,3 +65,14 @@ def write_preview(path: str, images_npy: str, index_parquet: str) -> None:
             draw.line((x, y + tile - 1, x + tile - 1, y), fill=FAILED_COLOR, width=3)
     with atomic_path(path) as tmp:
         sheet.save(tmp, "PNG")
+
+
+def preview_jpeg(path: str, side: int = 384) -> bytes:
+    """The contact sheet as a small JPEG, for embedding where a file path cannot be opened
+    (a markdown artifact in the Prefect UI renders a data: URI image)."""
+    with Image.open(path) as img:
+        small = img.convert("RGB")
+        small.thumbnail((side, side), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    small.save(buf, "JPEG", quality=85)
+    return buf.getvalue()

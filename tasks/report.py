@@ -8,6 +8,7 @@ the latest version says that none failed.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import re
@@ -22,6 +23,8 @@ from prefect.artifacts import (
 )
 from prefect.runtime import flow_run
 
+from imgbatch.assemble import PREVIEW
+from imgbatch.preview import preview_jpeg
 from imgbatch.shards import failed_rows
 
 PROGRESS_SECONDS = 2.0
@@ -88,6 +91,7 @@ def publish_summary(
     ]
     if run:
         lines += ["", f"- images.npy shape {run['shape']}, sha256 `{run['images_sha256']}`"]
+        lines += ["", *preview_lines(out)]
     create_markdown_artifact(
         "\n".join(lines), key=artifact_key(out, "summary"), description="preprocess summary"
     )
@@ -99,6 +103,18 @@ def publish_summary(
             key=artifact_key(out, "failed-rows"),
             description=f"attempt {attempt()}: rows flagged (zero-filled in images.npy), first 500",
         )
+
+
+def preview_lines(out: str) -> list[str]:
+    """The contact sheet embedded in the markdown (the UI shows it on the run's Artifacts tab),
+    and where the full-size file is."""
+    path = os.path.join(out, PREVIEW)
+    data = base64.b64encode(preview_jpeg(path)).decode()
+    return [
+        f"![preview: evenly spaced rows, flagged ones crossed](data:image/jpeg;base64,{data})",
+        "",
+        f"full size: `{path}`",
+    ]
 
 
 def publish_failed_partitions(out: str, failures: dict[int, str]) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import json
 import threading
 import time
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from PIL import Image
 from prefect import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter
@@ -68,6 +71,9 @@ def test_flow_writes_verified_outputs_and_a_rerun_runs_no_partition(make_dataset
 
     summary = artifact(artifact_key(str(out), "summary"))
     assert "| corrupt | 1 |" in summary.data and "| ok | 33 |" in summary.data
+    embedded = summary.data.split("data:image/jpeg;base64,", 1)[1].split(")", 1)[0]
+    with Image.open(io.BytesIO(base64.b64decode(embedded))) as preview:
+        assert preview.format == "JPEG" and max(preview.size) == 384
     failed = json.loads(artifact(artifact_key(str(out), "failed-rows")).data)
     assert [(r["row"], r["status"]) for r in failed] == [(5, "corrupt"), (34, "missing")]
 
