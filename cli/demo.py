@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, params: None) -> int:
     from cli.demo_data import make_archives, serve_folder
     from flows.prepare import prepare_dataset
     from imgbatch.verify import verify_output

@@ -15,6 +15,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         sub,
         name,
         DownloadParams,
+        check,
         run,
         positional=("urls",),
         help="download archives with wget (resumed, verified) and optionally extract them",
@@ -23,9 +24,13 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def check(args: argparse.Namespace) -> DownloadParams:
     params = DownloadParams.checked(**values(args, DownloadParams))
     check_download(params)
+    return params
+
+
+def run(args: argparse.Namespace, params: DownloadParams) -> int:
     from prefect.task_runners import ThreadPoolTaskRunner
 
     from flows.download import download_archives

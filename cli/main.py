@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="imgbatch",
         description="CSV + images -> one verified, row-aligned uint8 array, run as Prefect flows.",
     )
+    parser.set_defaults(check=lambda args: None, runs_flows=True)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module in COMMANDS.items():
         importlib.import_module(module).register(sub, name)
@@ -51,13 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a bad option (2), already printed
         return int(exc.code or 0)
     try:
-        if getattr(args, "runs_flows", True):
+        params = args.check(args)
+        if args.runs_flows:
             prefect_setup.prepare()
-        return int(args.run(args) or 0)
-    except (prefect_setup.PrefectUnavailable, RuntimeError) as exc:
-        if not (reason := prefect_setup.why_unavailable(exc)):
-            raise
-        print(f"imgbatch {args.command}: failed: {reason}", file=sys.stderr)
+        return int(args.run(args, params) or 0)
+    except prefect_setup.PrefectUnavailable as exc:
+        print(f"imgbatch {args.command}: failed: {exc}", file=sys.stderr)
         return 1
     except UsageError as exc:
         print(f"imgbatch {args.command}: error: {exc}", file=sys.stderr)

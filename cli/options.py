@@ -74,12 +74,14 @@ def add_command(
     sub: argparse._SubParsersAction,
     name: str,
     model: type[BaseModel],
+    check,
     run,
     positional: tuple[str, ...] = (),
     **texts: str,
 ) -> argparse.ArgumentParser:
-    """A subcommand whose options are `model`'s fields and whose action is `run(args)`."""
+    """A subcommand whose options are `model`'s fields: `check(args)` gives the checked
+    parameters (before Prefect starts), `run(args, params)` runs the flow."""
     parser = sub.add_parser(name, **texts)
     add_options(parser, model, positional)
-    parser.set_defaults(run=run)
+    parser.set_defaults(check=check, run=run)
     return parser

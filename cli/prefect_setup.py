@@ -1,17 +1,20 @@
 """Getting a Prefect API before a command runs a flow: quiet, patient, one line on failure.
 
-Prefect's temporary (ephemeral) server builds its database on first use, which on a busy
-machine takes longer than Prefect's 20 s start-up timeout; its telemetry notice would appear
-on a terminal; and a `kill -9` of the command would leave the server running. So, before
-Prefect is imported (help and argument errors never import it): defaults go into os.environ
-where the user set nothing, one line replaces Prefect's notice of the temporary server, and
-a watchdog stops what the command started if it dies. Settings are read without Prefect:
-the environment, then the active profile in profiles.toml.
+With no server configured, Prefect would start a temporary (ephemeral) one inside the
+command: it builds its database on first use, which on a busy machine takes longer than
+Prefect's 20 s start-up timeout; it shares the command's process group, so a Ctrl-C at the
+terminal kills it and leaves the run failing for minutes; and a `kill -9` of the command
+leaves it running. So the command starts its own temporary server (cli/local_server.py:
+its own session, waited for as long as PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+default 120 s), points this process at it, stops it when the command ends, and a watchdog
+stops it if the command dies. All before Prefect is imported (help and argument errors
+never import it). Settings are read without Prefect: the environment, then the active
+profile in profiles.toml.
 """
 
 from __future__ import annotations
 
-import logging
+import atexit
 import os
 import subprocess
 import sys
@@ -19,6 +22,8 @@ import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from cli import local_server
 
 STARTUP_TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 DEFAULT_STARTUP_TIMEOUT = "120"
@@ -108,22 +113,28 @@ def check_reachable(api_url: str, timeout: float = 10.0) -> None:
         ) from None
 
 
-class _TemporaryServerNotice(logging.Filter):
-    """Replaces Prefect's two-line "Starting temporary server" log with our one line."""
+def start_temporary_server() -> None:
+    """A server for this command only: started, waited for, used, stopped at exit."""
+    guard_with_watchdog()
+    print(TEMPORARY_NOTICE, file=sys.stderr)
+    port = local_server.free_port()
+    url = local_server.api_url(port)
+    log = prefect_home() / "imgbatch-temporary-server.log"
+    proc = local_server.spawn(port, log, ui=False)
+    # At exit our own kept-alive connections make its graceful shutdown wait; SQLite is
+    # crash-safe, so it gets a second, then SIGKILL.
+    atexit.register(local_server.stop_process, proc.pid, 1.0)
+    timeout = float(setting(STARTUP_TIMEOUT) or DEFAULT_STARTUP_TIMEOUT)
+    if problem := local_server.wait_healthy(proc, url, timeout, log):
+        raise PrefectUnavailable(
+            f"the temporary Prefect server {problem}; run `imgbatch server start` once (it "
+            f"waits as long as needed), or raise {STARTUP_TIMEOUT}"
+        )
+    os.environ["PREFECT_API_URL"] = url
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if str(record.msg).startswith("Starting temporary server"):
-            print(TEMPORARY_NOTICE, file=sys.stderr)
-            return False
-        return True
 
-
-_NOTICE = _TemporaryServerNotice()
-
-
-def guard_temporary_server() -> None:
-    """Announce the temporary server when Prefect starts it, and stop it if we are killed."""
-    logging.getLogger("prefect").addFilter(_NOTICE)  # once: the same filter is not re-added
+def guard_with_watchdog() -> None:
+    """Stop every process this command starts (marked by OWNER) if the command is killed."""
     if _WATCHDOGS or not Path("/proc/self/environ").exists():
         return  # the watchdog finds processes through /proc (Linux)
     os.environ[OWNER] = str(os.getpid())
@@ -136,19 +147,6 @@ def guard_temporary_server() -> None:
     )
 
 
-def why_unavailable(exc: Exception) -> str | None:
-    """The one line for a PrefectUnavailable or Prefect's ephemeral start-up RuntimeError."""
-    if isinstance(exc, PrefectUnavailable):
-        return str(exc)
-    if "connect to ephemeral Prefect API" not in str(exc):
-        return None  # some other error: not ours to explain
-    return (
-        f"the temporary Prefect server did not answer within {setting(STARTUP_TIMEOUT)} s; "
-        f"run `imgbatch server start` once (it waits as long as needed), or raise "
-        f"{STARTUP_TIMEOUT}"
-    )
-
-
 def prepare() -> None:
     """Before a command runs a flow: defaults, then a reachable API (or PrefectUnavailable)."""
     set_defaults()
@@ -156,4 +154,4 @@ def prepare() -> None:
     if api_url:
         check_reachable(api_url)
     else:
-        guard_temporary_server()
+        start_temporary_server()

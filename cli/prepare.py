@@ -15,6 +15,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         sub,
         name,
         PrepareParams,
+        check,
         run,
         positional=("urls",),
         help="download + extract archives, optionally upload to gs://, then preprocess",
@@ -22,8 +23,11 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    params = check_prepare(PrepareParams.checked(**values(args, PrepareParams)))
+def check(args: argparse.Namespace) -> PrepareParams:
+    return check_prepare(PrepareParams.checked(**values(args, PrepareParams)))
+
+
+def run(args: argparse.Namespace, params: PrepareParams) -> int:
     from flows.prepare import prepare_dataset
 
     return preprocess_result(args.command, prepare_dataset(params, return_state=True))

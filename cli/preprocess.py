@@ -15,6 +15,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         sub,
         name,
         PreprocessParams,
+        check,
         run,
         help="standardize every image named by a CSV into OUT/images.npy",
         description="Run the preprocess-images flow (against the Prefect server in "
@@ -28,9 +29,13 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    """Check every argument before Prefect starts, run the flow, print the result."""
-    params = check_preprocess(PreprocessParams.checked(**values(args, PreprocessParams)))
+def check(args: argparse.Namespace) -> PreprocessParams:
+    """Every argument, checked before Prefect starts."""
+    return check_preprocess(PreprocessParams.checked(**values(args, PreprocessParams)))
+
+
+def run(args: argparse.Namespace, params: PreprocessParams) -> int:
+    """Run the flow, print the result."""
     from flows.preprocess import preprocess_images
 
     flow_ = preprocess_images

@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
-from cli import prefect_setup
+from cli import local_server, prefect_setup
+from cli.local_server import HOST
 
-HOST = "127.0.0.1"
 START_TIMEOUT = 600.0  # a first start builds the database; a loaded machine is slow
 
 
@@ -41,7 +37,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.set_defaults(run=run, runs_flows=False)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, params: None) -> int:
     """Dispatch to start, stop or status; Prefect's defaults are set first, as for flows."""
     prefect_setup.set_defaults()
     if args.action == "start":
@@ -67,53 +63,11 @@ def running_pid() -> int | None:
     return pid
 
 
-def healthy(api_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=5) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
 def launch(port: int) -> subprocess.Popen:
-    """`prefect server start` in its own session, so it outlives this command and its terminal."""
-    prefect_home = prefect_setup.prefect_home()
-    prefect_home.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "prefect", "server", "start"]
-    # The UI's pages call this API address; Prefect's default names port 4200 only.
-    env = {**os.environ, "PREFECT_UI_API_URL": f"http://{HOST}:{port}/api"}
-    with open(log_file(), "ab") as log:
-        proc = subprocess.Popen(
-            [*command, "--host", HOST, "--port", str(port)],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    """The persistent server, recorded where `prefect server stop` also finds it."""
+    proc = local_server.spawn(port, log_file())
     pid_file().write_text(str(proc.pid))
     return proc
-
-
-def wait_healthy(proc: subprocess.Popen, api_url: str) -> str | None:
-    """None once the API answers, else why it never will."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if healthy(api_url):
-            return None
-        if proc.poll() is not None:
-            return f"the Prefect server exited with code {proc.returncode} (see {log_file()})"
-        time.sleep(0.5)
-    return f"the Prefect server did not answer within {START_TIMEOUT:.0f} s (see {log_file()})"
 
 
 def set_profile_url(api_url: str | None) -> None:
@@ -125,18 +79,18 @@ def set_profile_url(api_url: str | None) -> None:
 
 def start(port: int) -> int:
     """Start the server (unless it runs), wait for its API, and point the profile at it."""
-    api_url = f"http://{HOST}:{port}/api"
-    if running_pid() and healthy(prefect_setup.setting("PREFECT_API_URL") or api_url):
+    api_url = local_server.api_url(port)
+    if running_pid() and local_server.healthy(prefect_setup.setting("PREFECT_API_URL") or api_url):
         print(f"imgbatch server: already running at {prefect_setup.setting('PREFECT_API_URL')}")
         return 0
-    if not port_free(port):
+    if not local_server.port_free(port):
         print(
             f"imgbatch server: failed: port {port} is in use; choose one with --port",
             file=sys.stderr,
         )
         return 1
     proc = launch(port)
-    if problem := wait_healthy(proc, api_url):
+    if problem := local_server.wait_healthy(proc, api_url, START_TIMEOUT, log_file()):
         proc.kill()
         proc.wait()
         pid_file().unlink(missing_ok=True)
@@ -150,19 +104,6 @@ def start(port: int) -> int:
     return 0
 
 
-def stop_process(pid: int, grace: float = 15.0) -> None:
-    """SIGTERM, then SIGKILL if it still runs after `grace` seconds (not a child of ours)."""
-    deadline = time.monotonic() + grace
-    try:
-        os.kill(pid, signal.SIGTERM)
-        while time.monotonic() < deadline:
-            time.sleep(0.2)
-            os.kill(pid, 0)
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass  # it has exited
-
-
 def ours(api_url: str | None) -> bool:
     """Whether the profile's URL is one `start` wrote (a loopback address)."""
     return bool(api_url) and api_url.startswith(f"http://{HOST}:")
@@ -172,7 +113,7 @@ def stop() -> int:
     """Stop the recorded server and remove its URL from the profile."""
     pid = running_pid()
     if pid:
-        stop_process(pid)
+        local_server.stop_process(pid)
     pid_file().unlink(missing_ok=True)
     api_url = prefect_setup.setting("PREFECT_API_URL")
     if ours(api_url) and not os.environ.get("PREFECT_API_URL"):
@@ -187,7 +128,7 @@ def stop() -> int:
 def status() -> int:
     """Running (exit 0) or not (exit 1), and the URL later commands use."""
     api_url = prefect_setup.setting("PREFECT_API_URL")
-    if api_url and healthy(api_url):
+    if api_url and local_server.healthy(api_url):
         ui = api_url.removesuffix("/api")
         print(f"imgbatch server: running, UI at {ui} (API {api_url})")
         return 0

@@ -16,16 +16,21 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         sub,
         name,
         StatsParams,
+        check,
         run,
         positional=("out",),
         help="exact per-channel mean/std of OUT/images.npy",
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def check(args: argparse.Namespace) -> StatsParams:
     params = StatsParams.checked(**values(args, StatsParams))
     if not os.path.isfile(os.path.join(params.out, "run.json")):
         raise UsageError(f"{params.out} has no run.json: run imgbatch preprocess first")
+    return params
+
+
+def run(args: argparse.Namespace, params: StatsParams) -> int:
     from flows.stats import image_stats
 
     state = image_stats(params, return_state=True)

@@ -14,6 +14,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         sub,
         name,
         UploadParams,
+        check,
         run,
         positional=("src_dir", "dest"),
         help="copy a local folder to gs://BUCKET/PREFIX, gsutil-style, verified by crc32c",
@@ -23,12 +24,17 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    params = UploadParams.checked(**values(args, UploadParams))
-    from flows.upload import upload_tree
+def check(args: argparse.Namespace) -> UploadParams:
     from imgbatch.transfer import check_upload_args
 
+    params = UploadParams.checked(**values(args, UploadParams))
     check_upload_args(params.src_dir, params.dest, params.workers)
+    return params
+
+
+def run(args: argparse.Namespace, params: UploadParams) -> int:
+    from flows.upload import upload_tree
+
     state = upload_tree(params, return_state=True)
     if not state.is_completed():
         return failed(args.command, state)

@@ -146,14 +146,3 @@ def test_an_unreachable_server_is_one_line_naming_it_and_exit_1(
     assert err.startswith(f"{expected}PREFECT_API_URL={url} (")
     assert "imgbatch server start" in err
     assert not (tmp_path / "out").exists()
-
-
-def test_prefects_startup_timeout_becomes_our_line_and_other_errors_stay_errors(
-    no_prefect_settings,
-):
-    prefect_setup.set_defaults()
-    # Prefect 3.9.1's words (prefect/server/api/server.py, SubprocessASGIServer.start)
-    timed_out = RuntimeError("Timed out while attempting to connect to ephemeral Prefect API")
-    reason = prefect_setup.why_unavailable(timed_out)
-    assert reason.startswith("the temporary Prefect server did not answer within 120 s")
-    assert prefect_setup.why_unavailable(RuntimeError("dictionary changed size")) is None
