@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers.archives import category_archives
 from helpers.gcs import gcs, gcs_emulator  # noqa: F401 - fixtures
 from helpers.http_server import serve
 
 from flows.prepare import prepare_dataset
 from flows.preprocess import preprocess_images
-from imgbatch import samples
 from imgbatch.params import PrepareParams, PreprocessParams
 from imgbatch.verify import verify_output
 
@@ -24,20 +24,6 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 
 def sha(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def category_archives(folder: Path, rows: int) -> tuple[Path, list[Path]]:
-    """beauty_image.tar.gz and fashion_image.tar.gz, members under their category folder,
-    plus one corrupt file and one missing row; the CSV names category/file."""
-    src, paths = folder / "src", []
-    for i, cat in enumerate(("beauty_image", "fashion_image")):
-        paths += [f"{cat}/{p}" for p in samples.write_tree(src / cat, rows // 2, seed=i)]
-    samples.write_if_changed(src / "beauty_image/bad.jpg", b"<html>404</html>")
-    paths += ["beauty_image/bad.jpg", "fashion_image/gone.jpg"]
-    archives = [folder / f"{cat}.tar.gz" for cat in ("beauty_image", "fashion_image")]
-    for a in archives:
-        a.write_bytes(samples.tar_gz(src, a.name.removesuffix(".tar.gz")))
-    return samples.write_csv(folder / "train.csv", paths), archives
 
 
 def test_prepare_dataset_through_gcs_equals_the_local_tree(tmp_path, gcs):  # noqa: F811

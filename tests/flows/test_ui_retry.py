@@ -10,35 +10,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from helpers.deployments import REPO, final_run, press_retry, serving, tail, wait_for, wait_idle
+from helpers.deployments import deployment as wait_deployment
 
 from imgbatch.params import PreprocessParams
 from imgbatch.samples import write_csv, write_tree
 from tasks.report import artifact_key
 
-REPO = Path(__file__).resolve().parents[2]
 DEPLOYMENT = "preprocess-images/preprocess"
 N_ROWS, PARTITION_SIZE, BAD = 40, 10, 2
 PARTS = N_ROWS // PARTITION_SIZE
-# What the UI's FlowRunRetryModal sends (prefect/server/ui/assets, `retryFlowRun`): a
-# Scheduled state named AwaitingRetry, through the normal orchestration rules (force false:
-# the server refuses it for a run without a deployment).
-UI_RETRY_BODY = {
-    "state": {"type": "SCHEDULED", "name": "AwaitingRetry", "message": "Retry from the UI"},
-    "force": False,
-}
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -87,92 +77,10 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def tail(path: Path, n: int = 4000) -> str:
-    return path.read_text(errors="replace")[-n:] if path.exists() else "(no log)"
-
-
 @pytest.fixture
 def served(prefect_server: None, tmp_path: Path) -> Iterator[tuple[subprocess.Popen, Path]]:
-    """`python -m deployments.serve` against the harness API; stopped before the server."""
-    from prefect.settings import PREFECT_API_URL
-
-    log = tmp_path / "serve.log"
-    env = {
-        **os.environ,
-        "PREFECT_API_URL": PREFECT_API_URL.value(),
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_LOCAL_STORAGE_PATH": str(tmp_path / "results"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("IMGBATCH_PREPROCESS_CRON", None)
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "deployments.serve", "--only-preprocess", "--poll-seconds", "1"],
-            cwd=REPO,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        yield proc, log
-    finally:
-        if proc.poll() is None:
-            wait_idle(proc.pid)
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-
-
-def flow_run_processes(pid: int) -> list[int]:
-    """Children of the serve process (its flow run processes: `python -m prefect.engine`)."""
-    found = []
-    for children in Path(f"/proc/{pid}/task").glob("*/children"):
-        for child in children.read_text().split():
-            try:
-                cmd = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
-            except OSError:
-                continue
-            if b"resource_tracker" not in cmd:
-                found.append(int(child))
-    return found
-
-
-def wait_idle(pid: int, timeout: float = 30) -> None:
-    """Let the flow run process finish its shutdown before serve is stopped.
-
-    The API shows the run Completed a moment before its process exits; a SIGTERM to serve
-    in that window makes the runner cancel the run (and log it as cancelled).
-    """
-    deadline = time.monotonic() + timeout
-    while flow_run_processes(pid):
-        assert time.monotonic() < deadline, f"flow run processes of {pid} still alive"
-        time.sleep(0.2)
-
-
-def wait_for(what: str, check, proc: subprocess.Popen, log: Path, timeout: float):
-    """Poll `check()` until it returns something truthy; fail early if serve died."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if proc.poll() is not None:
-            pytest.fail(f"serve exited ({proc.returncode}) waiting for {what}:\n{tail(log)}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}; serve log:\n{tail(log)}")
-        time.sleep(0.5)
-
-
-def final_run(client, run_id: UUID, proc: subprocess.Popen, log: Path, timeout: float = 120):
-    def check():
-        run = client.read_flow_run(run_id)
-        return run if run.state is not None and run.state.is_final() else None
-
-    return wait_for(f"flow run {run_id} to finish", check, proc, log, timeout)
+    with serving(tmp_path, "--only-preprocess") as proc_log:
+        yield proc_log
 
 
 def partition_states(client, run_id: UUID, run_count: int) -> dict[str, list[str]]:
@@ -236,13 +144,7 @@ def test_ui_retry_recomputes_only_the_failed_partition(
     (blocker / "occupied").write_text("a folder where the shard must go\n")
 
     with get_client(sync_client=True) as client:
-        deployment = wait_for(
-            f"deployment {DEPLOYMENT}",
-            lambda: _deployment(client),
-            proc,
-            log,
-            timeout=90,
-        )
+        deployment = wait_deployment(client, DEPLOYMENT, proc, log)
         created = client.create_flow_run_from_deployment(
             deployment.id, parameters=params(csv, images, out)
         )
@@ -267,9 +169,7 @@ def test_ui_retry_recomputes_only_the_failed_partition(
         (blocker / "occupied").unlink()
         blocker.rmdir()
         time.sleep(0.05)  # a rewrite of the other shards would get a later mtime
-        reply = httpx.post(f"{api}/flow_runs/{first.id}/set_state", json=UI_RETRY_BODY, timeout=30)
-        reply.raise_for_status()
-        assert reply.json()["status"] == "ACCEPT", reply.json()
+        press_retry(api, first.id)
         assert client.read_flow_run(first.id).state.name == "AwaitingRetry"
 
         second = final_run(client, first.id, proc, log)
@@ -305,15 +205,6 @@ def test_ui_retry_recomputes_only_the_failed_partition(
     pd.testing.assert_frame_equal(
         pd.read_parquet(out / "index.parquet"), pd.read_parquet(ref / "index.parquet")
     )
-
-
-def _deployment(client):
-    from prefect.exceptions import ObjectNotFound
-
-    try:
-        return client.read_deployment_by_name(DEPLOYMENT)
-    except ObjectNotFound:
-        return None
 
 
 def _all_final(states: dict[str, list[str]]) -> dict[str, list[str]] | None:
