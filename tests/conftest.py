@@ -8,6 +8,9 @@ import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
+# Fixtures of the real components, one way for every test folder.
+pytest_plugins = ["helpers.gcs"]
+
 
 @pytest.fixture(scope="session")
 def prefect_server():

@@ -64,9 +64,7 @@ def test_prepare_deployment_bad_bucket_then_upload_fault_and_ui_retry(
             Rule("status:403", method="POST", path=UPLOAD, body=victim.encode())
         )
         good = params(server, archives, csv, tmp_path, faulty_gcs.url("images"))
-        first = final_run(
-            c, c.create_flow_run_from_deployment(dep.id, {"params": good}).id, proc, log
-        )
+        first = final_run(c, start(c, dep, good), proc, log)
         assert first.state.is_failed(), f"{first.state!r}\n{tail(log)}"
         assert victim in first.state.message, first.state.message
         downloads = len(server.gets(archives[0].name)) + len(server.gets(archives[1].name))

@@ -11,7 +11,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from helpers.archives import category_archives
-from helpers.gcs import gcs, gcs_emulator  # noqa: F401 - fixtures
 from helpers.http_server import serve
 
 from flows.prepare import prepare_dataset
@@ -26,7 +25,7 @@ def sha(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def test_prepare_dataset_through_gcs_equals_the_local_tree(tmp_path, gcs):  # noqa: F811
+def test_prepare_dataset_through_gcs_equals_the_local_tree(tmp_path, gcs):
     csv, archives = category_archives(tmp_path / "data", rows=26)
     with serve() as server:
         for a in archives:
