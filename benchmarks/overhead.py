@@ -3,7 +3,7 @@ on the same files, with Prefect's start-up reported separately.
 
     .venv/bin/python -m benchmarks.overhead [--n 20000] [--unique 400] [--dir /tmp/imgbatch-oh]
 
-The corpus is `--unique` real-photo files (imgbatch.samples) copied to N distinct paths, so
+The corpus is `--unique` real-photo files (sampledata.samples) copied to N distinct paths, so
 every row is a real decode of a realistic file. Runs use Prefect's embedded mode (no
 PREFECT_API_URL), as a first-time user would.
 """
@@ -17,12 +17,13 @@ import subprocess
 import sys
 import time
 
-from imgbatch import parallel, samples
+from imgbatch import parallel
 from imgbatch.assemble import assemble
 from imgbatch.partition import run_partition
 from imgbatch.plan import make_plan
 from imgbatch.spec import ImageSpec
 from imgbatch.storage import LocalStorage
+from sampledata import samples
 
 CLI = os.path.join(os.path.dirname(sys.executable), "imgbatch")
 

@@ -4,7 +4,7 @@ and the imgbatch core on threads and on processes for 1..all workers.
     .venv/bin/python -m benchmarks.throughput [--n 600] [--workers 1,2]
 
 The corpus is real photos (scikit-image's wheel) re-encoded at 300-1500 px by
-imgbatch.samples (mostly JPEG, a third of them progressive; some RGBA PNG). Each row runs in
+sampledata.samples (mostly JPEG, a third of them progressive; some RGBA PNG). Each row runs in
 a fresh child process on the same files, read into memory before timing, and reports:
 images/s (wall), images per CPU-second (child and its pool workers), PSNR of its 64x64
 output against the full-resolution Lanczos reference (benchmarks.reference), peak RSS.
@@ -19,7 +19,8 @@ import subprocess
 import sys
 import tempfile
 
-from imgbatch import parallel, samples
+from imgbatch import parallel
+from sampledata import samples
 
 CHILD = r"""
 import io, json, sys, time

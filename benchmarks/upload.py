@@ -1,10 +1,10 @@
-"""Upload speed and no-op rerun cost: imgbatch's upload_tree vs gsutil, same emulator, one run.
+"""Upload speed and no-op rerun cost: imgbatch's sync_tree vs gsutil, same emulator, one run.
 
     .venv/bin/python -m benchmarks.upload [--files 1000] [--workers 8] [--seed 0]
 
-Writes a corpus of real photos (imgbatch.samples, JPEG and PNG, 200-600 px) into a temp
+Writes a corpus of real photos (sampledata.samples, JPEG and PNG, 200-600 px) into a temp
 folder, starts fake-gcs-server (memory backend) on 127.0.0.1, then times, on that one
-emulator: our upload (core upload_tree, no Prefect) vs `gsutil -m cp -r`, each into its own
+emulator: our upload (core sync_tree, no Prefect) vs `gsutil -m cp -r`, each into its own
 prefix of one bucket; then a rerun with nothing to do, ours (one listing + local crc32c) vs
 `gsutil -m cp -n -r` (one metadata request per object). Needs gsutil on PATH.
 """
@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from imgbatch.gcs import gs_url
-from imgbatch.samples import varied_image
-from imgbatch.transfer import upload_tree
+from imgbatch.transfer import sync_tree
+from sampledata.samples import varied_image
 from tests.helpers.gcs import Emulator, Gsutil, direct_client
 
 BUCKET = "bench"
@@ -70,10 +70,10 @@ def main(argv: list[str] | None = None) -> int:
             theirs = gs_url(BUCKET, "gsutil") + "/"
             ours = gs_url(BUCKET, "ours")
 
-            up_s, report = timed(lambda: upload_tree(root, ours, workers=args.workers))
+            up_s, report = timed(lambda: sync_tree(root, ours, workers=args.workers))
             assert report.ok and len(report.uploaded) == args.files, report.summary()
             g_up_s, _ = timed(lambda: gsutil("-m", "cp", "-r", *sources, theirs))
-            noop_s, again = timed(lambda: upload_tree(root, ours, workers=args.workers))
+            noop_s, again = timed(lambda: sync_tree(root, ours, workers=args.workers))
             assert again.uploaded == [] and len(again.skipped) == args.files, again.summary()
             g_noop_s, _ = timed(lambda: gsutil("-m", "cp", "-n", "-r", *sources, theirs))
             assert len(gsutil.ls_recursive(theirs)) == args.files
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         f"fake-gcs-server memory backend on 127.0.0.1; {os.cpu_count()} cores\n"
     )
     rows = [
-        (f"imgbatch upload_tree, {args.workers} threads", up_s, args.files / up_s, mb / up_s),
+        (f"imgbatch sync_tree, {args.workers} threads", up_s, args.files / up_s, mb / up_s),
         ("gsutil -m cp -r", g_up_s, args.files / g_up_s, mb / g_up_s),
     ]
     print("| first upload | seconds | files/s | MB/s |")
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {s:.2f} | {fps:.0f} | {mbps:.1f} |")
     print("\n| no-op rerun (everything already there) | seconds |")
     print("|---|---:|")
-    print(f"| imgbatch upload_tree (1 listing + local crc32c) | {noop_s:.2f} |")
+    print(f"| imgbatch sync_tree (1 listing + local crc32c) | {noop_s:.2f} |")
     print(f"| gsutil -m cp -n -r | {g_noop_s:.2f} |")
     print(
         f"\nno-op rerun: imgbatch is {g_noop_s / noop_s:.0f}x faster; "

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from imgbatch import samples
+from sampledata import samples
 
 ARCHIVES = ("beauty_image", "fashion_image")
 

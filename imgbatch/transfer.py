@@ -169,7 +169,7 @@ def check_upload_args(src_dir: str | os.PathLike, dest: str, workers: int) -> tu
     return bucket_name, prefix
 
 
-def upload_tree(
+def sync_tree(
     src_dir: str | os.PathLike,
     dest: str,
     workers: int = 8,

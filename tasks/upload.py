@@ -1,4 +1,4 @@
-"""The upload task: one call to imgbatch.transfer.upload_tree, as a Prefect task.
+"""The upload task: one call to imgbatch.transfer.sync_tree, as a Prefect task.
 
 Prefect retries it for transient failures only; each retry costs one listing plus the files
 still missing, since what is already there is skipped. Progress (files and bytes) goes to a
@@ -18,7 +18,7 @@ from prefect.artifacts import (
 )
 
 from imgbatch.gcs import RetryPolicy, gs_url
-from imgbatch.transfer import UploadProgress, UploadReport, upload_tree
+from imgbatch.transfer import UploadProgress, UploadReport, sync_tree
 from tasks.limits import slot
 from tasks.retry import retry_options
 
@@ -86,7 +86,7 @@ def upload_files(
     """Sync src_dir to dest; holds a slot of the global concurrency limit `limit` if given."""
     progress = UploadProgressArtifact(dest)
     with slot(limit):
-        report = upload_tree(src_dir, dest, workers, policy, on_progress=progress.update)
+        report = sync_tree(src_dir, dest, workers, policy, on_progress=progress.update)
     publish_upload_summary(report)
     report.raise_for_failures()
     return report.summary()

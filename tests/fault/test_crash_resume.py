@@ -22,10 +22,11 @@ import numpy as np
 import psutil
 import pytest
 
-from imgbatch import parallel, samples
+from imgbatch import parallel
 from imgbatch.params import PreprocessParams
 from imgbatch.shards import shard_paths
 from imgbatch.verify import verify_output
+from sampledata import samples
 
 N_IMAGES = 300
 PARTITION_SIZE = 20

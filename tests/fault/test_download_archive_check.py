@@ -16,7 +16,7 @@ from imgbatch.archive import verified_record
 from imgbatch.download import WgetOptions, download
 from imgbatch.errors import PermanentError, TransientError
 from imgbatch.extract import extract_archive
-from imgbatch.samples import write_tree
+from sampledata.samples import write_tree
 
 FAST = WgetOptions(tries=2, waitretry=0, read_timeout=1, connect_timeout=2)
 HTML = b"<!DOCTYPE html>\n<html><body><h1>Sign in to continue</h1></body></html>\n"

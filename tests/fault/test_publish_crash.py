@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imgbatch import samples
 from imgbatch.assemble import assemble
 from imgbatch.ownership import claim_output, dataset_identity
 from imgbatch.partition import run_partition
@@ -30,6 +29,7 @@ from imgbatch.shards import shard_paths
 from imgbatch.spec import ImageSpec
 from imgbatch.storage import open_storage
 from imgbatch.verify import verify_output
+from sampledata import samples
 
 SPEC = ImageSpec(size=16)
 PARTITION_SIZE = 10

@@ -17,8 +17,8 @@ from helpers.gcs import LIST, OBJECT, UPLOAD, GCSBucket, Rule, crc32c_b64
 from imgbatch.errors import PermanentError, TransientError, UsageError
 from imgbatch.gcs import RetryPolicy, list_prefix, make_client
 from imgbatch.params import UploadParams
-from imgbatch.samples import write_tree
-from imgbatch.transfer import LocalFile, sync_file, upload_tree
+from imgbatch.transfer import LocalFile, sync_file, sync_tree
+from sampledata.samples import write_tree
 
 FAST = RetryPolicy(attempts=4, initial_wait=0.02, max_wait=0.1, client_deadline=1.0, timeout=20)
 BUDGET = RetryPolicy(attempts=3, initial_wait=0.02, max_wait=0.05, client_deadline=0.3, timeout=20)
@@ -74,7 +74,7 @@ def test_503_429_and_resets_end_with_every_object_intact(faulty_gcs, tree):
         Rule("reset", method="POST", path=UPLOAD, every=4, times=4),
         Rule("status:503", method="GET", path=LIST, times=1),
     )
-    report = upload_tree(tree, faulty_gcs.url(PREFIX), workers=4, policy=FAST)
+    report = sync_tree(tree, faulty_gcs.url(PREFIX), workers=4, policy=FAST)
     assert report.ok, report.failed
     assert sorted(report.uploaded) == sorted(local_objects(tree))
     assert all(r.injected > 0 for r in proxy.rules), [(r.action, r.injected) for r in proxy.rules]
@@ -84,7 +84,7 @@ def test_503_429_and_resets_end_with_every_object_intact(faulty_gcs, tree):
 def test_lost_response_then_412_counts_as_present_after_crc32c_check(faulty_gcs, tree):
     proxy = faulty_gcs.proxy
     proxy.set_rules(*once_each("reset_after", VICTIMS[:3]))
-    report = upload_tree(tree, faulty_gcs.url(PREFIX), workers=4, policy=FAST)
+    report = sync_tree(tree, faulty_gcs.url(PREFIX), workers=4, policy=FAST)
     assert report.ok, report.failed
     n = len(local_objects(tree))
     assert len(report.uploaded) == n
@@ -112,7 +112,7 @@ def test_412_over_different_bytes_replaces_them(gcs, tree):
 def test_corrupted_body_is_deleted_and_resent(faulty_gcs, tree):
     proxy = faulty_gcs.proxy
     proxy.set_rules(*once_each("corrupt", VICTIMS))
-    report = upload_tree(tree, faulty_gcs.url(PREFIX), workers=4, policy=FAST)
+    report = sync_tree(tree, faulty_gcs.url(PREFIX), workers=4, policy=FAST)
     assert report.ok, report.failed
     assert [r.injected for r in proxy.rules] == [1, 1, 1, 1]
     found = names_with(report.recovered, r"stored crc32c .* != local .*deleted, re-sending")
@@ -126,7 +126,7 @@ def test_corrupted_resumable_upload_is_resent(faulty_gcs, tmp_path):
     (tmp_path / "big.bin").write_bytes(os.urandom(9 << 20))
     proxy = faulty_gcs.proxy
     proxy.set_rules(Rule("corrupt", method="PUT", path=UPLOAD, times=1))
-    report = upload_tree(tmp_path, faulty_gcs.url(PREFIX), policy=FAST)
+    report = sync_tree(tmp_path, faulty_gcs.url(PREFIX), policy=FAST)
     assert report.ok and report.uploaded == [f"{PREFIX}/big.bin"], report.failed
     assert proxy.rules[0].injected == 1
     assert names_with(report.recovered, "DataCorruption") == {f"{PREFIX}/big.bin"}
@@ -138,7 +138,7 @@ def test_server_side_crc32c_rejection_is_resent(faulty_gcs, tree):
     message = 'Provided CRC32C "AAAAAA==" doesn\'t match calculated CRC32C "BBBBBB==".'
     proxy = faulty_gcs.proxy
     proxy.set_rules(*once_each(f"status:400:{message}", VICTIMS[:2]))
-    report = upload_tree(tree, faulty_gcs.url(PREFIX), workers=2, policy=FAST)
+    report = sync_tree(tree, faulty_gcs.url(PREFIX), workers=2, policy=FAST)
     assert report.ok, report.failed
     found = names_with(report.recovered, "corrupted in transit")
     assert sorted(name.split("/")[-1][:10] for name in found) == VICTIMS[:2]
@@ -146,11 +146,11 @@ def test_server_side_crc32c_rejection_is_resent(faulty_gcs, tree):
 
 
 def test_rerun_after_success_costs_one_listing_and_no_upload(faulty_gcs, tree):
-    first = upload_tree(tree, faulty_gcs.url(PREFIX), workers=4, policy=FAST)
+    first = sync_tree(tree, faulty_gcs.url(PREFIX), workers=4, policy=FAST)
     assert first.ok and len(first.uploaded) == len(local_objects(tree))
     proxy = faulty_gcs.proxy
     proxy.clear()
-    again = upload_tree(tree, faulty_gcs.url(PREFIX), workers=4, policy=FAST)
+    again = sync_tree(tree, faulty_gcs.url(PREFIX), workers=4, policy=FAST)
     assert again.uploaded == [] and again.failed == {}
     assert sorted(again.skipped) == sorted(local_objects(tree))
     assert again.bytes_skipped == sum(len(b) for b in local_objects(tree).values())
@@ -162,10 +162,10 @@ def test_rerun_after_success_costs_one_listing_and_no_upload(faulty_gcs, tree):
 def test_changed_local_file_is_the_only_one_resent(gcs, tmp_path, tree):
     root = tmp_path / "copy"
     shutil.copytree(tree, root)
-    assert upload_tree(root, gcs.url(PREFIX), policy=FAST).ok
+    assert sync_tree(root, gcs.url(PREFIX), policy=FAST).ok
     (root / "notes/readme.txt").write_text("edited, same length!\n"[:16])  # same size
     (root / "notes/new.txt").write_text("new file")
-    report = upload_tree(root, gcs.url(PREFIX), policy=FAST)
+    report = sync_tree(root, gcs.url(PREFIX), policy=FAST)
     assert sorted(report.uploaded) == [f"{PREFIX}/notes/new.txt", f"{PREFIX}/notes/readme.txt"]
     assert len(report.skipped) == len(local_objects(tree)) - 1
     assert_mirrors(gcs, root)
@@ -176,7 +176,7 @@ def test_object_that_always_fails_is_named_after_its_budget(faulty_gcs, tree):
     bad = next(n for n in local_objects(tree) if victim in n)
     proxy = faulty_gcs.proxy
     proxy.set_rules(Rule("status:503", method="POST", path=UPLOAD, body=victim.encode()))
-    report = upload_tree(tree, faulty_gcs.url(PREFIX), workers=4, policy=BUDGET)
+    report = sync_tree(tree, faulty_gcs.url(PREFIX), workers=4, policy=BUDGET)
     assert list(report.failed) == [bad]
     assert f"gave up after {BUDGET.attempts} attempts" in report.failed[bad]
     assert len(report.uploaded) == len(local_objects(tree)) - 1
@@ -190,7 +190,7 @@ def test_permanent_error_is_not_retried(faulty_gcs, tree):
     victim = b"notes/readme.txt"
     proxy = faulty_gcs.proxy
     proxy.set_rules(Rule("status:403", method="POST", path=UPLOAD, body=victim))
-    report = upload_tree(tree, faulty_gcs.url(PREFIX), workers=4, policy=FAST)
+    report = sync_tree(tree, faulty_gcs.url(PREFIX), workers=4, policy=FAST)
     assert list(report.failed) == [f"{PREFIX}/notes/readme.txt"]
     assert proxy.rules[0].injected == 1
     with pytest.raises(PermanentError, match="readme.txt"):
@@ -199,7 +199,7 @@ def test_permanent_error_is_not_retried(faulty_gcs, tree):
 
 def test_missing_bucket_fails_at_the_listing(gcs, tree):
     with pytest.raises(PermanentError, match="does not exist"):
-        upload_tree(tree, "gs://no-such-bucket-here/p", policy=FAST)
+        sync_tree(tree, "gs://no-such-bucket-here/p", policy=FAST)
 
 
 @pytest.mark.parametrize(
@@ -208,7 +208,7 @@ def test_missing_bucket_fails_at_the_listing(gcs, tree):
 )
 def test_bad_arguments_are_usage_errors_before_any_request(faulty_gcs, src, dest, workers):
     with pytest.raises(UsageError):
-        upload_tree(src, dest, workers=workers)
+        sync_tree(src, dest, workers=workers)
     assert faulty_gcs.proxy.log == []
 
 

@@ -21,7 +21,7 @@ from cli.main import main
 from flows.download import download_archives
 from imgbatch.errors import PermanentError
 from imgbatch.params import DownloadParams
-from imgbatch.samples import write_tree
+from sampledata.samples import write_tree
 from tasks.download import DOWNLOAD_LIMIT
 
 FAST = {"tries": 2, "waitretry": 0, "read_timeout": 1, "retry_delay_seconds": 0.2}

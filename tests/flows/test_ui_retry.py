@@ -23,7 +23,7 @@ from helpers.deployments import REPO, final_run, press_retry, serving, tail, wai
 from helpers.deployments import deployment as wait_deployment
 
 from imgbatch.params import PreprocessParams
-from imgbatch.samples import write_csv, write_tree
+from sampledata.samples import write_csv, write_tree
 from tasks.report import artifact_key
 
 DEPLOYMENT = "preprocess-images/preprocess"

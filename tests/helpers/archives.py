@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imgbatch import samples
+from sampledata import samples
 
 
 def category_archives(folder: Path, rows: int) -> tuple[Path, list[Path]]:

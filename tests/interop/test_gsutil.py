@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from helpers.gcs import crc32c_b64
 
-from imgbatch.samples import write_csv, write_tree
 from imgbatch.storage_gcs import GCSStorage
-from imgbatch.transfer import upload_tree
+from imgbatch.transfer import sync_tree
+from sampledata.samples import write_csv, write_tree
 
 pytestmark = pytest.mark.interop
 
@@ -35,7 +35,7 @@ def local_files(root: Path) -> dict[str, bytes]:
 
 
 def test_our_upload_is_listed_and_hashed_by_gsutil(gcs, gsutil, tree):
-    report = upload_tree(tree, gcs.url("ours"), workers=4)
+    report = sync_tree(tree, gcs.url("ours"), workers=4)
     assert report.ok and len(report.uploaded) == len(local_files(tree))
     expected = {f"gs://{gcs.name}/ours/{rel}" for rel in local_files(tree)}
     assert gsutil.ls_recursive(gcs.url("ours")) == expected
@@ -52,7 +52,7 @@ def test_tree_uploaded_by_gsutil_is_read_back_by_gcs_storage(gcs, gsutil, tree):
     assert None not in ids and len(set(ids)) == len(ids)
     for rel, data in files.items():
         assert storage.read(rel) == data, rel
-    again = upload_tree(tree, gcs.url("theirs"), workers=4)
+    again = sync_tree(tree, gcs.url("theirs"), workers=4)
     assert again.uploaded == [] and len(again.skipped) == len(files)
 
 

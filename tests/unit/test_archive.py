@@ -16,7 +16,7 @@ import pytest
 from imgbatch.archive import archive_stem, bookkeeping_dir, verify_archive
 from imgbatch.errors import PermanentError, UsageError
 from imgbatch.extract import extract_archive, is_extracted, marker_path, staging_path
-from imgbatch.samples import write_tree
+from sampledata.samples import write_tree
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:

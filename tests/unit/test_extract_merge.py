@@ -16,7 +16,7 @@ import imgbatch.extract
 from imgbatch.archive import record_verified, verified_record
 from imgbatch.errors import PermanentError
 from imgbatch.extract import extract_archive, is_extracted, marker_path
-from imgbatch.samples import varied_image, write_csv
+from sampledata.samples import varied_image, write_csv
 
 CATEGORIES = ("beauty_image", "fashion_image", "mobile_image")
 

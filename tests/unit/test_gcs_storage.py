@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from helpers.gcs import LIST, MEDIA, OBJECT, Latency, Rule, crc32c_b64
 
-from imgbatch import parallel, samples
+from imgbatch import parallel
 from imgbatch.errors import PermanentError, TransientError, UsageError
 from imgbatch.gcs import RetryPolicy, parse_gs_url
 from imgbatch.images import standardize
@@ -22,6 +22,7 @@ from imgbatch.reading import Reader
 from imgbatch.spec import ImageSpec
 from imgbatch.storage import InvalidPath, open_storage
 from imgbatch.storage_gcs import GCSStorage
+from sampledata import samples
 
 gcs_emulator = gcs_helpers.gcs_emulator
 gcs = gcs_helpers.gcs

@@ -2,7 +2,7 @@
 
 Core only (no Prefect). Small synthetic images are made the same size as the target, so the
 resize is an exact copy and pixel values can be asserted exactly; real photos come from
-imgbatch.samples and are compared with benchmarks.reference (full-resolution Lanczos).
+sampledata.samples and are compared with benchmarks.reference (full-resolution Lanczos).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import pytest
 from PIL import EpsImagePlugin, Image
 
 from benchmarks.reference import psnr, reference
-from imgbatch import samples
 from imgbatch.images import STATUSES, standardize
 from imgbatch.spec import ImageSpec
+from sampledata import samples
 
 S = 16
 SPEC = ImageSpec(size=S)
@@ -534,7 +534,7 @@ def test_very_large_legal_image_is_deterministic(fmt: str, size: tuple[int, int]
 
 @pytest.fixture(scope="module")
 def corpus() -> list[tuple[bytes, str]]:
-    """Real photos as JPEG and PNG, 300-1500 px, fixed seed (imgbatch.samples)."""
+    """Real photos as JPEG and PNG, 300-1500 px, fixed seed (sampledata.samples)."""
     rng = random.Random(0)
     return [samples.varied_image(rng) for _ in range(32)]
 

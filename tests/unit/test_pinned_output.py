@@ -11,12 +11,12 @@ import hashlib
 
 import pytest
 
-from imgbatch import samples
 from imgbatch.assemble import assemble
 from imgbatch.partition import run_partition
 from imgbatch.plan import make_plan
 from imgbatch.spec import ImageSpec
 from imgbatch.storage import LocalStorage
+from sampledata import samples
 
 PINNED = {
     ImageSpec(): "48b16df6808f2dff86f03f41f5020f0eecff60c980315f5aad8c5d69af198d01",

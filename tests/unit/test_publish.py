@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imgbatch import samples
 from imgbatch.assemble import OUTPUT_FORMAT, assemble
 from imgbatch.errors import PermanentError, UsageError
 from imgbatch.ownership import OutputConflict, check_output, claim_output, dataset_identity
@@ -21,6 +20,7 @@ from imgbatch.plan import make_plan
 from imgbatch.spec import ImageSpec
 from imgbatch.storage import open_storage
 from imgbatch.verify import verify_output
+from sampledata import samples
 
 OUTPUTS = ("images.npy", "index.parquet", "preview.png", "run.json")
 DEFAULT_SPEC = ImageSpec()
