@@ -29,10 +29,15 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.set_defaults(check=check, run=run)
 
 
+MIN_ROWS = 10  # a few photos per archive besides the four broken rows
+
+
 def check(args: argparse.Namespace) -> None:
-    """The emulator binary is there, before any sample data is written or server started."""
+    """Sane --rows and the emulator binary, before any sample data is written."""
     from cli.gcs_emulator import EmulatorMissing, fake_gcs_binary
 
+    if args.rows < MIN_ROWS:
+        raise UsageError(f"--rows must be at least {MIN_ROWS}, got {args.rows}")
     try:
         fake_gcs_binary()
     except EmulatorMissing as exc:
