@@ -2,9 +2,10 @@
 
 Sample archives are served on 127.0.0.1 (the first one's connection is cut once, so wget
 resumes it), downloaded and extracted, uploaded to a fake-gcs-server the demo starts on a
-free loopback port, and preprocessed from gs://. Rerunning the demo reuses the downloads,
-the extraction and the done partitions; the emulator keeps objects in memory only, so each
-run uploads the images again into its fresh emulator.
+free loopback port, and preprocessed from gs://. Rerunning the demo reuses the downloads
+and the extraction; the emulator keeps objects in memory only, so each run uploads the
+images again into its fresh emulator, and the new objects' generations (part of each row's
+identity) make the partitions run again too.
 """
 
 from __future__ import annotations
