@@ -6,7 +6,7 @@ category folder, the CSV names `category/file.jpg`) and served on 127.0.0.1 by a
 that honours Range and cuts the first answer for the first archive halfway; the
 prepare-dataset flow then downloads them with wget, verifies and extracts them as tar would,
 and preprocesses the CSV's rows.
-Rerunning the demo reuses everything: same archives, same extraction, cached partitions.
+Rerunning the demo reuses the same archives (byte for byte) and their extraction.
 """
 
 from __future__ import annotations
