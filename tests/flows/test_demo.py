@@ -1,0 +1,79 @@
+"""`imgbatch demo` as a user runs it: a real subprocess, real wget, a real fake-gcs-server."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from cli.main import main
+from imgbatch.verify import verify_output
+
+
+def emulator_processes(port: int) -> list[str]:
+    """Command lines of live fake-gcs-server processes serving HTTP on `port`."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(b"fake-gcs-server" in a for a in args[:1]) and str(port).encode() in args:
+            found.append(b" ".join(args).decode(errors="replace"))
+    return found
+
+
+def test_demo_runs_the_whole_job_through_gcs_and_leaves_no_emulator(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    unset = ("PREFECT_API_URL", "STORAGE_EMULATOR_HOST")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli.main", "demo", "--workdir", str(workdir), "--rows", "60"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = workdir / "out"
+    lines = proc.stdout.splitlines()
+    assert f"verified output in {out}/" in lines
+    assert f"contact sheet (flagged rows crossed in red): {out / 'preview.png'}" in proc.stdout
+    cut = re.search(
+        r"^beauty_image\.tar\.gz: connection cut at (\d+) bytes, resumed \(206\)$",
+        proc.stdout,
+        re.M,
+    )
+    assert cut, proc.stdout
+    archive = workdir / "work" / "archives" / "beauty_image.tar.gz"
+    assert 0 < int(cut[1]) < archive.stat().st_size
+    assert archive.read_bytes() == (workdir / "served" / "beauty_image.tar.gz").read_bytes()
+
+    result = verify_output(str(out))
+    assert tuple(result["shape"]) == (60, 64, 64, 3)
+    assert result["counts"] == {"corrupt": 3, "missing": 1, "ok": 56}
+    images = np.load(out / "images.npy")
+    assert images[:56].any(axis=(1, 2, 3)).all() and not images[56:].any()
+    run = json.loads((out / "run.json").read_text())
+    assert run["params"]["images"].startswith("gs://")
+
+    port = int(re.search(r"GCS emulator .* on http://127\.0\.0\.1:(\d+)", proc.stdout)[1])
+    assert emulator_processes(port) == []
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0, "the emulator's port still answers"
+
+
+def test_demo_refuses_too_few_rows_in_one_line_before_writing(tmp_path, capsys) -> None:
+    workdir = tmp_path / "demo"
+    code = main(["demo", "--workdir", str(workdir), "--rows", "3"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err == "imgbatch demo: error: --rows must be at least 10, got 3"
+    assert not workdir.exists()
