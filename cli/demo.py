@@ -2,10 +2,9 @@
 
 Sample archives are served on 127.0.0.1 (the first one's connection is cut once, so wget
 resumes it), downloaded and extracted, uploaded to a fake-gcs-server the demo starts on a
-free loopback port, and preprocessed from gs://. Rerunning the demo reuses the downloads
-and the extraction; the emulator keeps objects in memory only, so each run uploads the
-images again into its fresh emulator, and the new objects' generations (part of each row's
-identity) make the partitions run again too.
+free loopback port (its objects kept under WORKDIR/gcs), and preprocessed from gs://.
+Rerunning the demo reuses everything: the downloads, the extraction, the uploaded objects
+(same generations, so the upload skips them) and the done partitions.
 """
 
 from __future__ import annotations
@@ -46,12 +45,13 @@ def check(args: argparse.Namespace) -> None:
 
 
 @contextmanager
-def _emulated_gcs() -> Iterator[str]:
-    """A fake-gcs-server with the demo bucket, STORAGE_EMULATOR_HOST pointing at it."""
+def _emulated_gcs(root: Path) -> Iterator[str]:
+    """A fake-gcs-server keeping its objects under `root` (a rerun finds them), with the demo
+    bucket, STORAGE_EMULATOR_HOST pointing at it."""
     from cli.gcs_emulator import running_emulator
 
     before = os.environ.get("STORAGE_EMULATOR_HOST")
-    with running_emulator() as emulator:
+    with running_emulator(root) as emulator:
         emulator.create_bucket(BUCKET)
         os.environ["STORAGE_EMULATOR_HOST"] = emulator.url
         try:
@@ -88,8 +88,11 @@ def run(args: argparse.Namespace, params: None) -> int:
         f"{archives[0].parent}, served on 127.0.0.1"
     )
     first = {archives[0].name}
-    with serve_folder(archives[0].parent, first) as (base, log), _emulated_gcs() as gcs:
-        print(f"GCS emulator (fake-gcs-server, in memory) on {gcs}, bucket gs://{BUCKET}")
+    with (
+        serve_folder(archives[0].parent, first) as (base, log),
+        _emulated_gcs(workdir / "gcs") as gcs,
+    ):
+        print(f"GCS emulator (fake-gcs-server) on {gcs}, objects kept in {workdir / 'gcs'}")
         state = prepare_dataset(_params(workdir, csv, archives, base), return_state=True)
     for archive in archives[:1]:
         print(log.resume_line(archive.name))
@@ -111,5 +114,5 @@ def _report(workdir: Path) -> None:
     print(f"  run.json       parameters, counts {result['counts']}, timings")
     print(f"  preview.png    contact sheet (flagged rows crossed in red): {out / 'preview.png'}")
     print(f"  shards/        one committed shard per partition ({result['partitions']})")
-    print(f"images read from gs://{BUCKET}/images (uploaded to the emulator by this run)")
+    print(f"images read from gs://{BUCKET}/images (the local emulator)")
     print(f"downloads and extracted trees: {workdir / 'work'}/")

