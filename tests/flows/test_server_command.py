@@ -178,3 +178,22 @@ def test_ctrl_c_at_the_terminal_stops_the_run_at_once_and_a_rerun_resumes(make_d
     again = imgbatch(*argv, home=tmp_path / "home")
     assert again.returncode == 0, again.stderr
     assert again.stdout.startswith("120 rows -> ")
+
+
+def test_two_first_commands_at_once_on_a_fresh_home_both_complete(make_dataset, tmp_path):
+    csv, root, _ = make_dataset(3, max_side=64)
+    env = clean_env(tmp_path / "fresh")
+    procs = [
+        subprocess.Popen(
+            [*IMGBATCH, "preprocess", "--csv", csv, "--images", root, "--out", str(tmp_path / o)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for o in ("a", "b")
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0 and "Traceback" not in err, err[-3000:]
+        assert out.startswith("3 rows -> ")
