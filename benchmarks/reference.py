@@ -40,6 +40,13 @@ def reference(data: bytes, spec: ImageSpec) -> np.ndarray:
     return np.asarray(canvas)
 
 
+def notebook(source) -> np.ndarray:
+    """The notebook's per-row code imgbatch replaces: the baseline every benchmark compares to.
+
+    `source` is a path or a binary file object (what Image.open takes)."""
+    return np.array(Image.open(source).convert("RGB").resize((64, 64)))
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """Peak signal-to-noise ratio of two uint8 arrays in dB, capped at PSNR_CAP."""
     if a.shape != b.shape:

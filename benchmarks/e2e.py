@@ -1,0 +1,315 @@
+"""What a user waits for: every way of running the job, each in a fresh process, end to end.
+
+    .venv/bin/python -m benchmarks.e2e [--n 3000] [--dir D] [--port 4290] [--repeat 3]
+
+The corpus is N real photos made by sampledata.samples (mostly JPEG, 300-1500 px, as
+benchmarks.throughput uses). Every row of the table is one or more fresh processes, timed
+from this process by wall clock from launch to exit (interpreter start-up and imports
+included), on the same files (in the page cache after they are written):
+
+- notebook baseline: benchmarks.reference.notebook per CSV row, np.stack, np.save;
+- core library: plan + run_partition per partition (in turn) + assemble, the default pools;
+- `imgbatch preprocess` against a server started with `imgbatch server start --port P`
+  under a private PREFECT_HOME (stopped at the end), after one warm-up run;
+- `imgbatch preprocess` in embedded mode: no server, a second private PREFECT_HOME made warm
+  by one 1-row run first (that builds its database);
+- a 1-row `imgbatch preprocess` against the running server (the fixed cost of a run);
+- `imgbatch --help`, `imgbatch preprocess --help` and `python -c "import prefect"`.
+Heavy rows run once; the light ones (1-row, help, import) take the median of `--repeat`.
+
+Breakdown of a CLI run: plan, partitions and assembly are the flow's own timings in run.json
+(plan_seconds, partitions_seconds, assemble_seconds). start-up is launch -> the flow run's
+start_time, and teardown is the flow run's end_time -> process exit, both read from the
+flow_run table of the PREFECT_HOME's database (the server and the embedded server write
+it); "other" is what the flow run spent outside those three phases (task-run bookkeeping
+between them, the summary artifact). The parts add up to the seconds column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLI = os.path.join(os.path.dirname(sys.executable), "imgbatch")
+PHASES = ("start-up", "plan", "partitions", "assembly", "other", "teardown")
+
+
+def notebook_child(csv: str, images: str, out: str) -> None:
+    """The notebook's loop over the CSV rows, as a user would run it."""
+    import numpy as np
+    import pandas as pd
+
+    from benchmarks.reference import notebook
+
+    paths = pd.read_csv(csv)["image_path"]
+    array = np.stack([notebook(os.path.join(images, p)) for p in paths])
+    os.makedirs(out, exist_ok=True)
+    np.save(os.path.join(out, "images.npy"), array)
+
+
+def core_child(csv: str, images: str, out: str) -> None:
+    """The core library alone, partitions in turn on the default pools; prints its phases."""
+    t0 = time.perf_counter()
+    from imgbatch import parallel
+    from imgbatch.assemble import assemble
+    from imgbatch.params import PreprocessParams
+    from imgbatch.partition import run_partition
+    from imgbatch.plan import make_plan
+    from imgbatch.spec import ImageSpec
+    from imgbatch.storage import open_storage
+
+    size = PreprocessParams.model_fields["partition_size"].default
+    storage, spec = open_storage(images), ImageSpec()
+    t1 = time.perf_counter()
+    plan = make_plan(csv, "image_path", storage, spec, size, out)
+    t2 = time.perf_counter()
+    for part in plan.partitions:
+        run_partition(part, plan.rows_file, storage, spec, out)
+    t3 = time.perf_counter()
+    assemble(out, plan.partitions, plan.n_rows, spec, {})
+    t4 = time.perf_counter()
+    parallel.shutdown()
+    times = {"imports": t1 - t0, "plan": t2 - t1, "partitions": t3 - t2, "assembly": t4 - t3}
+    print(json.dumps(times))
+
+
+@dataclass
+class Row:
+    name: str
+    seconds: float
+    images: int | None = None  # rows processed, for img/s
+    phases: dict = field(default_factory=dict)
+
+
+def clean_env(home: str | None) -> dict:
+    """This environment without any Prefect setting, with its own PREFECT_HOME."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    if home:
+        env["PREFECT_HOME"] = home
+    return env
+
+
+def timed(argv: list[str], env: dict) -> tuple[float, float, str]:
+    """(wall seconds, epoch at launch, stdout) of one fresh process; raises if it fails."""
+    t0, launched = time.perf_counter(), time.time()
+    proc = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:3])} exited {proc.returncode}: {proc.stderr[-800:]}")
+    return seconds, launched, proc.stdout
+
+
+def median_of(repeat: int, argv: list[str], env: dict) -> float:
+    return statistics.median(timed(argv, env)[0] for _ in range(repeat))
+
+
+def epoch(text: str) -> float:
+    """A timestamp as the Prefect database stores it (UTC) -> seconds since the epoch."""
+    return datetime.fromisoformat(text.replace(" ", "T")).timestamp()
+
+
+def last_flow_run(home: str) -> tuple[float, float]:
+    """(start_time, end_time) of the newest flow run in PREFECT_HOME's database."""
+    with sqlite3.connect(os.path.join(home, "prefect.db")) as db:
+        start, end = db.execute(
+            "SELECT start_time, end_time FROM flow_run ORDER BY created DESC LIMIT 1"
+        ).fetchone()
+    return epoch(start), epoch(end)
+
+
+def preprocess_argv(csv: str, images: str, out: str) -> list[str]:
+    return [CLI, "preprocess", "--csv", csv, "--images", images, "--out", out]
+
+
+def cli_row(name: str, csv: str, images: str, out: str, home: str, n: int) -> Row:
+    """One `imgbatch preprocess` with its phases (see the module docstring)."""
+    seconds, launched, _ = timed(preprocess_argv(csv, images, out), clean_env(home))
+    began, ended = last_flow_run(home)
+    with open(os.path.join(out, "run.json")) as f:
+        t = json.load(f)["timings"]
+    flow = ended - began
+    inside = t["plan_seconds"] + t["partitions_seconds"] + t["assemble_seconds"]
+    phases = {
+        "start-up": began - launched,
+        "plan": t["plan_seconds"],
+        "partitions": t["partitions_seconds"],
+        "assembly": t["assemble_seconds"],
+        "other": flow - inside,
+        "teardown": launched + seconds - ended,
+    }
+    return Row(name, seconds, n, phases)
+
+
+class Corpus:
+    """N real photos under DIR/images, the CSV naming them and a 1-row CSV."""
+
+    def __init__(self, base: str, n: int) -> None:
+        from sampledata import samples
+
+        self.base, self.n = base, n
+        self.images = os.path.join(base, "images")
+        paths = samples.write_tree(self.images, n, seed=1)
+        self.csv = str(samples.write_csv(os.path.join(base, "rows.csv"), paths))
+        self.one = str(samples.write_csv(os.path.join(base, "one.csv"), paths[:1]))
+        self.runs = 0
+
+    def out(self) -> str:
+        """A fresh output folder for each run."""
+        self.runs += 1
+        return os.path.join(self.base, f"out-{self.runs}")
+
+
+class Server:
+    """`imgbatch server start --port P` under a private PREFECT_HOME; `stop` undoes it."""
+
+    def __init__(self, home: str, port: int) -> None:
+        self.home, self.port = home, port
+
+    def __enter__(self) -> Server:
+        timed([CLI, "server", "start", "--port", str(self.port)], clean_env(self.home))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        timed([CLI, "server", "stop"], clean_env(self.home))
+
+    def pid(self) -> int:
+        with open(os.path.join(self.home, "server.pid")) as f:
+            return int(f.read())
+
+
+def child_argv(kind: str, c: Corpus) -> list[str]:
+    return [sys.executable, "-m", "benchmarks.e2e", "--child", kind, c.csv, c.images, c.out()]
+
+
+def library_rows(c: Corpus) -> dict[str, Row]:
+    """The notebook baseline and the core library, each a fresh process."""
+    notebook = timed(child_argv("notebook", c), clean_env(None))[0]
+    seconds, _, stdout = timed(child_argv("core", c), clean_env(None))
+    core = json.loads(stdout.strip().splitlines()[-1])
+    core["start-up"] = core.pop("imports")
+    return {
+        "notebook": Row("notebook baseline (per-row PIL loop)", notebook, c.n),
+        "core": Row("core library (plan + run_partition + assemble)", seconds, c.n, core),
+    }
+
+
+def prefect_rows(c: Corpus, tmp: str, port: int, repeat: int) -> dict[str, Row]:
+    """The CLI against a running server, 1-row runs, embedded mode, and the light commands."""
+    server_home, embedded_home = os.path.join(tmp, "home-server"), os.path.join(tmp, "home-emb")
+    rows = {}
+    with Server(server_home, port):
+        cli_row("warm-up", c.one, c.images, c.out(), server_home, 1)
+        rows["server"] = cli_row(
+            "`imgbatch preprocess`, running server", c.csv, c.images, c.out(), server_home, c.n
+        )
+        one = [cli_row("", c.one, c.images, c.out(), server_home, 1) for _ in range(repeat)]
+        rows["one"] = sorted(one, key=lambda r: r.seconds)[len(one) // 2]
+        rows["one"].name = f"`imgbatch preprocess`, 1 row, running server (median of {repeat})"
+    cli_row("warm-up", c.one, c.images, c.out(), embedded_home, 1)
+    rows["embedded"] = cli_row(
+        "`imgbatch preprocess`, embedded (warm PREFECT_HOME)",
+        c.csv,
+        c.images,
+        c.out(),
+        embedded_home,
+        c.n,
+    )
+    env = clean_env(embedded_home)
+    for key, name, argv in (
+        ("help", "`imgbatch --help`", [CLI, "--help"]),
+        ("preprocess-help", "`imgbatch preprocess --help`", [CLI, "preprocess", "--help"]),
+        ("import", '`python -c "import prefect"`', [sys.executable, "-c", "import prefect"]),
+    ):
+        rows[key] = Row(f"{name} (median of {repeat})", median_of(repeat, argv, env))
+    return rows
+
+
+ORDER = ("notebook", "core", "server", "embedded", "one", "help", "preprocess-help", "import")
+
+
+def fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def table(rows: dict[str, Row]) -> None:
+    base = rows["notebook"]
+    print("| run | seconds | img/s | x notebook | " + " | ".join(PHASES) + " |")
+    print("|---|---:|---:|---:|" + "---:|" * len(PHASES))
+    for r in (rows[k] for k in ORDER):
+        rate = f"{r.images / r.seconds:.0f}" if r.images else "-"
+        speed = base.seconds / r.seconds if r.images == base.images else None
+        cells = " | ".join(fmt(r.phases.get(p)) for p in PHASES)
+        print(f"| {r.name} | {r.seconds:.2f} | {rate} | {fmt(speed)} | {cells} |")
+
+
+def targets(rows: dict[str, Row]) -> None:
+    """Issue 11's targets against what was measured."""
+    imp = rows["import"].seconds
+    partitions = [rows[k].phases["partitions"] for k in ("server", "core")]
+    checks = [
+        (
+            "preprocess, running server, x notebook",
+            rows["notebook"].seconds / rows["server"].seconds,
+            ">=",
+            3.3,
+        ),
+        (
+            "Prefect over the core during partitions, %",
+            100 * (partitions[0] / partitions[1] - 1),
+            "<=",
+            5.0,
+        ),
+        ("1-row run minus import prefect, s", rows["one"].seconds - imp, "<=", 1.5),
+        ("`imgbatch --help` / import prefect", rows["help"].seconds / imp, "<=", 0.25),
+        (
+            "`imgbatch preprocess --help` / import prefect",
+            rows["preprocess-help"].seconds / imp,
+            "<=",
+            0.25,
+        ),
+    ]
+    print("\n| target (issue 11) | measured | limit | met |")
+    print("|---|---:|---:|---|")
+    for name, value, op, limit in checks:
+        met = value >= limit if op == ">=" else value <= limit
+        print(f"| {name} | {value:.2f} | {op} {limit:g} | {'yes' if met else 'NO'} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--n", type=int, default=3000, help="photos in the corpus")
+    ap.add_argument("--dir", default=None, help="work folder (default: a temporary one)")
+    ap.add_argument("--port", type=int, default=4290, help="port of the benchmark's server")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each light row (median)")
+    ap.add_argument(
+        "--child", nargs=4, metavar=("KIND", "CSV", "IMAGES", "OUT"), help=argparse.SUPPRESS
+    )
+    args = ap.parse_args()
+    if args.child:
+        kind, *paths = args.child
+        (notebook_child if kind == "notebook" else core_child)(*paths)
+        return
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        corpus = Corpus(tmp, args.n)
+        load = os.getloadavg()[0]
+        rows = {**library_rows(corpus), **prefect_rows(corpus, tmp, args.port, args.repeat)}
+    print(
+        f"{args.n} photos, {os.cpu_count()} cores; 1-min load average {load:.2f} at the start, "
+        f"{os.getloadavg()[0]:.2f} at the end\n"
+    )
+    table(rows)
+    targets(rows)
+
+
+if __name__ == "__main__":
+    main()
