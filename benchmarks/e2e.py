@@ -1,6 +1,6 @@
 """What a user waits for: every way of running the job, each in a fresh process, end to end.
 
-    .venv/bin/python -m benchmarks.e2e [--n 3000] [--dir D] [--port 4290] [--repeat 3]
+    .venv/bin/python -m benchmarks.e2e [--n 3000] [--dir D] [--port P] [--repeat 3]
 
 The corpus is N real photos made by sampledata.samples (mostly JPEG, 300-1500 px, as
 benchmarks.throughput uses). Every row of the table is one or more fresh processes, timed
@@ -174,7 +174,9 @@ class Server:
     """`imgbatch server start --port P` under a private PREFECT_HOME; `stop` undoes it."""
 
     def __init__(self, home: str, port: int) -> None:
-        self.home, self.port = home, port
+        from tests.helpers.gcs import free_port
+
+        self.home, self.port = home, port or free_port()
 
     def __enter__(self) -> Server:
         timed([CLI, "server", "start", "--port", str(self.port)], clean_env(self.home))
@@ -291,7 +293,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--n", type=int, default=3000, help="photos in the corpus")
     ap.add_argument("--dir", default=None, help="work folder (default: a temporary one)")
-    ap.add_argument("--port", type=int, default=4290, help="port of the benchmark's server")
+    ap.add_argument(
+        "--port", type=int, default=0, help="port of the benchmark's server (0: any free one)"
+    )
     ap.add_argument("--repeat", type=int, default=3, help="runs of each light row (median)")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)  # KIND CSV IMAGES OUT
     args = ap.parse_args()
