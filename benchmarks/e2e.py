@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -170,12 +171,17 @@ class Corpus:
         return os.path.join(self.base, f"out-{self.runs}")
 
 
+def free_port() -> int:
+    """A port nothing listens on now (a just-stopped server's may still be refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class Server:
     """`imgbatch server start --port P` under a private PREFECT_HOME; `stop` undoes it."""
 
     def __init__(self, home: str, port: int) -> None:
-        from tests.helpers.gcs import free_port
-
         self.home, self.port = home, port or free_port()
 
     def __enter__(self) -> Server:

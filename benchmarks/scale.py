@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.scale [--rows 20000] [--unique 40] [--dir D] [--port P]
     .venv/bin/python -m benchmarks.scale --rows 20000,200000     # the issue's sizes
 
-The corpus is `--unique` small real-photo JPEGs (imgbatch.samples, 48-96 px, so decoding is
+The corpus is `--unique` small real-photo JPEGs (sampledata.samples, 48-96 px, so decoding is
 cheap and orchestration shows) hard-linked to as many distinct paths as the largest row count
 (1,000 per folder): every row is a real file and a real decode. Everything runs against one
 server started with `imgbatch server start --port P` under a private PREFECT_HOME.
@@ -102,7 +102,7 @@ class Corpus:
     """`unique` small photos hard-linked to `rows` distinct paths, and one CSV per row count."""
 
     def __init__(self, base: str, unique: int, rows: int) -> None:
-        from imgbatch import samples
+        from sampledata import samples
 
         self.base, self.images = base, os.path.join(base, "images")
         src = os.path.join(base, "src")
@@ -117,7 +117,7 @@ class Corpus:
             self.paths.append(rel)
 
     def csv(self, rows: int) -> str:
-        from imgbatch import samples
+        from sampledata import samples
 
         path = os.path.join(self.base, f"rows-{rows}.csv")
         if not os.path.exists(path):
