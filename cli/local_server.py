@@ -32,7 +32,8 @@ def free_port() -> int:
 
 def port_free(port: int) -> bool:
     with socket.socket() as s:
-        try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a just-stopped server's
+        try:  # TIME_WAIT sockets do not keep the port
             s.bind((HOST, port))
         except OSError:
             return False
@@ -72,7 +73,7 @@ def wait_healthy(proc: subprocess.Popen, url: str, timeout: float, log: Path) ->
         if healthy(url):
             return None
         if proc.poll() is not None:
-            return f"the Prefect server exited with code {proc.returncode} (see {log})"
+            return f"exited with code {proc.returncode} (see {log})"
         time.sleep(0.25)
     return f"did not answer within {timeout:.0f} s (see {log})"
 

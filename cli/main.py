@@ -8,7 +8,9 @@ Exit codes: 0 done, 1 a run failed (one line says why), 2 a bad argument, 130 in
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
+import os
 import sys
 
 from cli import prefect_setup
@@ -71,5 +73,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def entry_point() -> None:
+    """The `imgbatch` console script: exit as soon as the command is done.
+
+    Every other exit handler still runs first (Prefect flushes its events and logs, the
+    temporary server is stopped); only the interpreter's own teardown of Prefect's modules
+    and threads, about 0.9 s per command, is skipped.
+    """
+    code = [1]
+    atexit.register(lambda: os._exit(code[0]))  # registered first, so it runs last
+    code[0] = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(code[0])
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point()

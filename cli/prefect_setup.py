@@ -15,12 +15,15 @@ profile in profiles.toml.
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 import subprocess
 import sys
 import tomllib
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from cli import local_server
@@ -113,6 +116,17 @@ def check_reachable(api_url: str, timeout: float = 10.0) -> None:
         ) from None
 
 
+@contextmanager
+def one_start_at_a_time() -> Iterator[None]:
+    """Servers of one PREFECT_HOME start one after the other: the first builds (migrates)
+    the shared database, the next finds it ready (two at once can break the migration)."""
+    home = prefect_home()
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / "imgbatch-server-start.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def start_temporary_server() -> None:
     """A server for this command only: started, waited for, used, stopped at exit."""
     guard_with_watchdog()
@@ -120,12 +134,14 @@ def start_temporary_server() -> None:
     port = local_server.free_port()
     url = local_server.api_url(port)
     log = prefect_home() / "imgbatch-temporary-server.log"
-    proc = local_server.spawn(port, log, ui=False)
-    # At exit our own kept-alive connections make its graceful shutdown wait; SQLite is
-    # crash-safe, so it gets a second, then SIGKILL.
-    atexit.register(local_server.stop_process, proc.pid, 1.0)
     timeout = float(setting(STARTUP_TIMEOUT) or DEFAULT_STARTUP_TIMEOUT)
-    if problem := local_server.wait_healthy(proc, url, timeout, log):
+    with one_start_at_a_time():
+        proc = local_server.spawn(port, log, ui=False)
+        # At exit our own kept-alive connections make its graceful shutdown wait; SQLite is
+        # crash-safe, so it gets a second, then SIGKILL.
+        atexit.register(local_server.stop_process, proc.pid, 1.0)
+        problem = local_server.wait_healthy(proc, url, timeout, log)
+    if problem:
         raise PrefectUnavailable(
             f"the temporary Prefect server {problem}; run `imgbatch server start` once (it "
             f"waits as long as needed), or raise {STARTUP_TIMEOUT}"

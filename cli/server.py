@@ -94,7 +94,7 @@ def start(port: int) -> int:
         proc.kill()
         proc.wait()
         pid_file().unlink(missing_ok=True)
-        print(f"imgbatch server: failed: {problem}", file=sys.stderr)
+        print(f"imgbatch server: failed: the Prefect server {problem}", file=sys.stderr)
         return 1
     set_profile_url(api_url)
     print(

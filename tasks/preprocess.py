@@ -2,7 +2,8 @@
 
 A partition that is already done gets no task run at all (the shard's done-marker is the one
 record of "done", docs/ARCHITECTURE.md "Reruns"), so nothing is cached or persisted by
-Prefect here: a task run costs only its state changes.
+Prefect here, and partition tasks carry no tag (Prefect takes a tag-concurrency lease, API
+calls, for every run of a tagged task): a task run costs only its state changes.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ def plan_run(params: PreprocessParams, spec: ImageSpec) -> Plan:
     task_run_name="partition-{part.id}",
     cache_policy=NO_CACHE,
     **retry_options(3, 2.0),
-    tags=["imgbatch"],
 )
 def preprocess_partition(part: PartitionPlan, job: Job, limit: str | None) -> dict:
     """One shard; holds a slot of the global concurrency limit `limit` when it exists."""

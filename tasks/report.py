@@ -96,7 +96,8 @@ def publish_summary(
         "\n".join(lines), key=artifact_key(out, "summary"), description="preprocess summary"
     )
     publish_failed_partitions(out, failures)
-    bad = failed_rows(out, [r["partition"] for r in results])
+    flagged = [r["partition"] for r in results if set(r["counts"]) - {"ok"}]
+    bad = failed_rows(out, flagged)
     if bad:
         create_table_artifact(
             bad,
