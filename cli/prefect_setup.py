@@ -51,12 +51,15 @@ def marked():
         if mark in env and int(pid) != os.getpid():
             yield int(pid)
 for sig in (signal.SIGTERM, signal.SIGKILL):
-    for pid in marked():
+    left = list(marked())
+    for pid in left:
         try:
             os.kill(pid, sig)
         except OSError:
             pass
-    time.sleep(3)
+    deadline = time.monotonic() + 3
+    while left and any(marked()) and time.monotonic() < deadline:
+        time.sleep(0.1)
 """
 
 
@@ -158,6 +161,8 @@ def guard_with_watchdog() -> None:
         subprocess.Popen(
             [sys.executable, "-c", WATCHDOG, OWNER, str(os.getpid())],
             stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,  # never hold the command's output open after it exits
+            stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
     )
