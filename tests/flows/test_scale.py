@@ -28,13 +28,20 @@ def task_run_names(run_id: UUID) -> list[str]:
     """Names of every task run the server holds for one flow run (read page by page)."""
     from prefect import get_client
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
+    from prefect.client.schemas.sorting import TaskRunSort
 
     only = TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[run_id]))
-    names: list[str] = []
+    by_id: dict = {}
+    offset = 0
     with get_client(sync_client=True) as client:
-        while page := client.read_task_runs(task_run_filter=only, limit=200, offset=len(names)):
-            names += [tr.name for tr in page]
-    return names
+        # A stable order (by id); pages can still overlap while the server records new runs,
+        # so runs are kept by id, each once.
+        while page := client.read_task_runs(
+            task_run_filter=only, sort=TaskRunSort.ID_DESC, limit=200, offset=offset
+        ):
+            by_id.update((tr.id, tr.name) for tr in page)
+            offset += len(page)
+    return list(by_id.values())
 
 
 def names_once(run_id: UUID, done, timeout: float = 60.0) -> list[str]:
@@ -83,7 +90,8 @@ def test_a_thousand_partitions_complete_and_a_rerun_creates_no_task_runs(make_da
     images = np.load(out / "images.npy")
     assert images.reshape(ROWS, -1).any(axis=1).all(), "an ok row is all zeros"
     assert (out / "images.npy").read_bytes() == core_images(csv, root, tmp_path / "core")
-    first = names_once(state.state_details.flow_run_id, lambda n: len(partitions_of(n)) >= ROWS)
+    expected = {f"partition-{i}" for i in range(ROWS)}
+    first = names_once(state.state_details.flow_run_id, lambda n: set(partitions_of(n)) >= expected)
     assert sorted(partitions_of(first)) == sorted(f"partition-{i}" for i in range(ROWS))
     print(f"1,000-partition run: {seconds:.1f} s")
 
