@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cli.options import add_command, values
-from cli.outcome import failed
+from cli.outcome import report
 from imgbatch.params import DownloadParams
 from imgbatch.preflight import check_download
 
@@ -38,11 +38,11 @@ def run(args: argparse.Namespace, params: DownloadParams) -> int:
     flow_ = download_archives.with_options(
         task_runner=ThreadPoolTaskRunner(max_workers=params.parallel)
     )
-    state = flow_(params, return_state=True)
-    if not state.is_completed():
-        return failed(args.command, state)
-    for r in state.result():
-        note = " (already there)" if r["skipped"] else ""
-        tree = f" -> extracted to {r['extracted']}" if r["extracted"] else ""
-        print(f"{r['path']}: {r['size']:,} bytes, sha256 {r['sha256']}{note}{tree}")
-    return 0
+
+    def show(results: list[dict]) -> None:
+        for r in results:
+            note = " (already there)" if r["skipped"] else ""
+            tree = f" -> extracted to {r['extracted']}" if r["extracted"] else ""
+            print(f"{r['path']}: {r['size']:,} bytes, sha256 {r['sha256']}{note}{tree}")
+
+    return report(args.command, flow_(params, return_state=True), show)

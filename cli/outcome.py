@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from imgbatch.errors import UsageError
 
@@ -19,12 +21,21 @@ def failed(command: str, state) -> int:
     return 1
 
 
-def preprocess_result(command: str, state) -> int:
-    """What a preprocess (or prepare) run produced; exit 0, or the failure line."""
+def report(command: str, state, show: Callable[[Any], None]) -> int:
+    """Exit 0 after `show(result)` for a completed run; else the failure line (exit 1 or 2)."""
     if not state.is_completed():
         return failed(command, state)
-    result = state.result()
-    print(state.message)
-    if result.get("assembled"):
-        print(f"images.npy {tuple(result['shape'])} sha256 {result['images_sha256'][:16]}...")
+    show(state.result())
     return 0
+
+
+def preprocess_result(command: str, state) -> int:
+    """What a preprocess (or prepare) run produced: its message and the array's hash."""
+
+    def show(result: dict) -> None:
+        print(state.message)
+        if result.get("assembled"):
+            digest = result["images_sha256"][:16]
+            print(f"images.npy {tuple(result['shape'])} sha256 {digest}...")
+
+    return report(command, state, show)

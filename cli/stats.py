@@ -6,7 +6,7 @@ import argparse
 import os
 
 from cli.options import add_command, values
-from cli.outcome import failed
+from cli.outcome import report
 from imgbatch.errors import UsageError
 from imgbatch.params import StatsParams
 
@@ -33,13 +33,11 @@ def check(args: argparse.Namespace) -> StatsParams:
 def run(args: argparse.Namespace, params: StatsParams) -> int:
     from flows.stats import image_stats
 
-    state = image_stats(params, return_state=True)
-    if not state.is_completed():
-        return failed(args.command, state)
-    stats = state.result()
-    mean = ", ".join(f"{m:.3f}" for m in stats["mean"])
-    std = ", ".join(f"{s:.3f}" for s in stats["std"])
-    print(f"mean (R, G, B) = {mean}; std = {std} (0-255 scale, ok rows; in run.json)")
-    if params.normalize:
-        print(f"wrote {os.path.join(params.out, stats['normalized'])}")
-    return 0
+    def show(stats: dict) -> None:
+        mean = ", ".join(f"{m:.3f}" for m in stats["mean"])
+        std = ", ".join(f"{s:.3f}" for s in stats["std"])
+        print(f"mean (R, G, B) = {mean}; std = {std} (0-255 scale, ok rows; in run.json)")
+        if params.normalize:
+            print(f"wrote {os.path.join(params.out, stats['normalized'])}")
+
+    return report(args.command, image_stats(params, return_state=True), show)

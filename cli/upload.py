@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cli.options import add_command, values
-from cli.outcome import failed
+from cli.outcome import report
 from imgbatch.params import UploadParams
 
 
@@ -35,12 +35,11 @@ def check(args: argparse.Namespace) -> UploadParams:
 def run(args: argparse.Namespace, params: UploadParams) -> int:
     from flows.upload import upload_tree
 
-    state = upload_tree(params, return_state=True)
-    if not state.is_completed():
-        return failed(args.command, state)
-    s = state.result()
-    print(
-        f"{s['destination']}: uploaded {s['uploaded']} files ({s['bytes_uploaded']:,} bytes), "
-        f"skipped {s['skipped']} already there, {s['recovered']} recovered, in {s['seconds']} s"
-    )
-    return 0
+    def show(s: dict) -> None:
+        print(
+            f"{s['destination']}: uploaded {s['uploaded']} files ({s['bytes_uploaded']:,} "
+            f"bytes), skipped {s['skipped']} already there, {s['recovered']} recovered, in "
+            f"{s['seconds']} s"
+        )
+
+    return report(args.command, upload_tree(params, return_state=True), show)
