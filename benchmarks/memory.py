@@ -17,7 +17,7 @@ import sys
 import time
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
 from imgbatch import shards
 
@@ -68,15 +68,15 @@ def make_shards(out: str, n: int) -> None:
         stop = min(start + ROWS_PER_SHARD, n)
         rows = np.arange(start, stop)
         images = (rows[:, None, None, None] * 7 + np.arange(S * S * 3).reshape(S, S, 3)) % 251
-        index = pd.DataFrame(
+        index = pa.table(
             {
                 "row": rows,
                 "image_path": [f"img/{r}.jpg" for r in rows],
-                "status": "ok",
-                "error": "",
-                "width": np.int32(S),
-                "height": np.int32(S),
-                "partition": np.int32(i),
+                "status": ["ok"] * len(rows),
+                "error": [""] * len(rows),
+                "width": np.full(len(rows), S, np.int32),
+                "height": np.full(len(rows), S, np.int32),
+                "partition": np.full(len(rows), i, np.int32),
             }
         )
         shards.write_shard(out, i, f"fp{i}", images.astype(np.uint8), index)

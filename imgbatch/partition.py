@@ -16,7 +16,7 @@ from concurrent.futures import CancelledError, Executor, Future
 from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
 from imgbatch import parallel, shards
 from imgbatch.errors import TransientError
@@ -109,19 +109,19 @@ def run_partition(
         if not isinstance(exc, CancelledError) and "shutdown" not in str(exc):
             raise
         raise TransientError(f"a pool was replaced mid-partition: {exc}") from exc
-    index = index_frame(part, paths, outcomes)
+    index = index_table(part, paths, outcomes)
     record = shards.write_shard(out, part.id, part.fingerprint, images, index)
     return summary(record, computed=True, seconds=time.perf_counter() - t0)
 
 
-def index_frame(part: PartitionPlan, paths: list[str], outcomes: list[Outcome]) -> pd.DataFrame:
+def index_table(part: PartitionPlan, paths: list[str], outcomes: list[Outcome]) -> pa.Table:
     """The shard's index rows: one per CSV row of the partition, with its outcome."""
-    return pd.DataFrame(
+    return pa.table(
         {
             "row": np.arange(part.start, part.stop, dtype=np.int64),
-            "image_path": paths,
-            "status": [o.status for o in outcomes],
-            "error": [o.error for o in outcomes],
+            "image_path": pa.array(paths, pa.string()),
+            "status": pa.array([o.status for o in outcomes], pa.string()),
+            "error": pa.array([o.error for o in outcomes], pa.string()),
             "width": np.array([o.width for o in outcomes], dtype=np.int32),
             "height": np.array([o.height for o in outcomes], dtype=np.int32),
             "partition": np.full(len(paths), part.id, dtype=np.int32),

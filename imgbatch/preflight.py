@@ -22,9 +22,10 @@ def check_csv(path: str, column: str) -> None:
     """The CSV exists, its header decodes and names `column`."""
     if not os.path.isfile(path):
         raise UsageError(f"CSV {path!r} does not exist (or is not a file)")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            header = next(csv.reader([f.readline(HEADER_BYTES)]), [])
+    try:  # the first line alone: text mode would decode (and blame line 1 for) a whole buffer
+        with open(path, "rb") as f:
+            line = f.readline(HEADER_BYTES).decode("utf-8-sig")
+        header = next(csv.reader([line]), [])
     except UnicodeDecodeError as exc:
         raise UsageError(f"CSV {path!r} line 1 is not UTF-8 text: {exc.reason}") from None
     except (OSError, csv.Error) as exc:

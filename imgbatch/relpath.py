@@ -6,8 +6,6 @@ empty, absolute or climb out of the root. Both storages and the GCS URL parser u
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
-
 from imgbatch.errors import PermanentError
 
 
@@ -16,10 +14,14 @@ class InvalidPath(PermanentError):
 
 
 def clean_relative(path: str) -> str:
-    """Normalize a row path to a POSIX path inside the root, or raise InvalidPath."""
+    """Normalize a row path to a POSIX path inside the root, or raise InvalidPath.
+
+    Plain string work, as PurePosixPath would normalize it (empty and "." parts dropped):
+    a plan stats every row, and PurePosixPath cost 2.5 s of a 200,000-row no-op rerun."""
     if not isinstance(path, str) or not path.strip():
         raise InvalidPath("empty image path")
-    p = PurePosixPath(path.strip().replace("\\", "/"))
-    if p.is_absolute() or ".." in p.parts:
+    text = path.strip().replace("\\", "/")
+    parts = [p for p in text.split("/") if p and p != "."]
+    if text.startswith("/") or ".." in parts:
         raise InvalidPath(f"path {path!r} is absolute or leaves the images root")
-    return str(p)
+    return "/".join(parts) or "."

@@ -13,7 +13,9 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from imgbatch.files import atomic_path, read_json, write_json
 
@@ -34,7 +36,7 @@ def shard_paths(out: str, partition_id: int) -> ShardPaths:
 
 
 def write_shard(
-    out: str, partition_id: int, fingerprint: str, images: np.ndarray, index: pd.DataFrame
+    out: str, partition_id: int, fingerprint: str, images: np.ndarray, index: pa.Table
 ) -> dict:
     """Commit a shard: data files first (temp + fsync + rename), the done-marker last."""
     paths = shard_paths(out, partition_id)
@@ -43,7 +45,7 @@ def write_shard(
     with atomic_path(paths.npy) as tmp, open(tmp, "wb") as f:
         np.save(f, images, allow_pickle=False)
     with atomic_path(paths.parquet) as tmp:
-        index.loc[:, list(INDEX_COLUMNS)].to_parquet(tmp, index=False)
+        pq.write_table(index.select(list(INDEX_COLUMNS)), tmp)
     record = {
         "partition": partition_id,
         "fingerprint": fingerprint,
@@ -52,7 +54,7 @@ def write_shard(
         "npy_bytes": os.path.getsize(paths.npy),
         "parquet_bytes": os.path.getsize(paths.parquet),
         "data_sha256": hashlib.sha256(images).hexdigest(),
-        "counts": dict(Counter(index["status"])),
+        "counts": dict(Counter(index.column("status").to_pylist())),
     }
     write_json(paths.done, record)
     return record
@@ -93,8 +95,8 @@ def failed_rows(out: str, partition_ids: list[int], limit: int = 500) -> list[di
         path = shard_paths(out, pid).parquet
         if not os.path.exists(path):
             continue
-        df = pd.read_parquet(path, columns=["row", "image_path", "status", "error"])
-        rows.extend(df[df["status"] != "ok"].to_dict("records"))
+        table = pq.read_table(path, columns=["row", "image_path", "status", "error"])
+        rows.extend(table.filter(pc.not_equal(table.column("status"), "ok")).to_pylist())
         if len(rows) >= limit:
             return rows[:limit]
     return rows

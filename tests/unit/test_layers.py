@@ -86,3 +86,4 @@ def test_the_cli_modules_import_no_prefect_pandas_or_storage_client():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+

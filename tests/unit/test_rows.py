@@ -16,6 +16,12 @@ def test_read_paths_keeps_order_and_empty_cells(tmp_path):
     assert read_paths(str(csv), "img") == ["b.jpg", "", "NA"]
 
 
+def test_read_paths_takes_a_bom_quoted_newlines_and_blank_lines(tmp_path):
+    csv = tmp_path / "m.csv"
+    csv.write_bytes(b'\xef\xbb\xbfid,image_path\r\n1,"odd\nname.jpg"\r\n\r\n2,null\r\n3,""\r\n')
+    assert read_paths(str(csv), "image_path") == ["odd\nname.jpg", "null", ""]
+
+
 @pytest.mark.parametrize(
     "content, column, message",
     [
@@ -24,11 +30,15 @@ def test_read_paths_keeps_order_and_empty_cells(tmp_path):
         ("image_path\n", "image_path", "no rows"),
         ("", "image_path", "columns: none"),
         ("image_path\na.jpg\nb\x00.jpg\n", "image_path", "row 1 \\(line 3\\) has a NUL byte"),
+        (b"id,image_path\n1,a.jpg\n2,\xff\xfe.jpg\n", "image_path", "line 3 is not UTF-8 text"),
+        ("id,image_path\n1,a.jpg\n2\n", "image_path", "Expected 2 columns, got 1"),
     ],
 )
 def test_bad_csv_is_a_usage_error(tmp_path, content, column, message):
     csv = tmp_path / "m.csv"
-    if content is not None:
+    if isinstance(content, bytes):
+        csv.write_bytes(content)
+    elif content is not None:
         csv.write_text(content)
     with pytest.raises(UsageError, match=message):
         read_paths(str(csv), column)

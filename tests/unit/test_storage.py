@@ -160,3 +160,30 @@ def test_remote_reads_move_to_fetch_processes_only_with_process_decoding():
 def test_window_covers_the_io_threads_and_the_decoders():
     w = Window.sized(io_threads=128, decode_workers=16)
     assert (w.reading - 1) * CHUNK >= 128 and w.decoding == 32
+
+
+def test_clean_relative_normalizes_as_purepath_does_and_refuses_escapes():
+    """The fast string version agrees with PurePosixPath on every short mix of the tricky
+    pieces (slashes, backslashes, dots, spaces), refusals included."""
+    from itertools import product
+    from pathlib import PurePosixPath
+
+    from imgbatch.relpath import InvalidPath, clean_relative
+
+    def by_purepath(path: str) -> str:
+        if not path.strip():
+            return "refused"
+        p = PurePosixPath(path.strip().replace("\\", "/"))
+        return "refused" if p.is_absolute() or ".." in p.parts else str(p)
+
+    def ours(path: str) -> str:
+        try:
+            return clean_relative(path)
+        except InvalidPath:
+            return "refused"
+
+    pieces = ["a", "b.jpg", "/", "\\", ".", "..", "//", " ", "c d"]
+    mixes = ["".join(m) for k in range(1, 5) for m in product(pieces, repeat=k)]
+    assert len(mixes) == 7380
+    assert [ours(m) for m in mixes] == [by_purepath(m) for m in mixes]
+    assert ours("cat/../../etc/passwd") == "refused" and ours("cat//./x.jpg") == "cat/x.jpg"
