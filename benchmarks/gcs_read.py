@@ -44,7 +44,7 @@ from imgbatch.plan import make_plan
 from imgbatch.reading import CHUNK, Reader
 from imgbatch.spec import ImageSpec
 from imgbatch.storage import open_storage
-from imgbatch.transfer import upload_tree
+from imgbatch.transfer import sync_tree
 from sampledata import samples
 from tests.helpers.gcs import Emulator, direct_client
 
@@ -254,7 +254,7 @@ class Bench:
         os.environ["STORAGE_EMULATOR_HOST"] = self.emulator.url
         direct_client(self.emulator.url).create_bucket(BUCKET)
         self.url = gs_url(BUCKET, "imgs")
-        upload_tree(self.images, self.url, workers=8).raise_for_failures()
+        sync_tree(self.images, self.url, workers=8).raise_for_failures()
 
     def rig_pids(self) -> list[int]:
         return [self.emulator._proc.pid, self.proxy.proc.pid, self.plain_proxy.proc.pid]

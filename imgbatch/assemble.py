@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from imgbatch import shards
 from imgbatch.errors import PermanentError
-from imgbatch.files import described_write_errors, read_json, write_json
+from imgbatch.files import described_write_errors, read_json, read_parquet, write_json
 from imgbatch.plan import PartitionPlan, code_version
 from imgbatch.preview import write_preview
 from imgbatch.publish import JOURNAL, Publication
@@ -186,7 +186,7 @@ def _write_index(
     writer = None
     try:
         for p in parts:
-            table = pq.read_table(shards.shard_paths(out, p.id).parquet)
+            table = read_parquet(shards.shard_paths(out, p.id).parquet)
             rows = table.column("row").to_numpy()
             if len(rows) != p.stop - p.start or rows[0] != p.start or rows[-1] != p.stop - 1:
                 shards.invalidate(out, p.id)

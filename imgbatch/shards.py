@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from imgbatch.files import atomic_path, read_json, write_json
+from imgbatch.files import atomic_path, read_json, read_parquet, write_json
 
 SHARDS_DIR = "shards"
 INDEX_COLUMNS = ("row", "image_path", "status", "error", "width", "height", "partition")
@@ -38,11 +38,16 @@ def shard_paths(out: str, partition_id: int) -> ShardPaths:
 def write_shard(
     out: str, partition_id: int, fingerprint: str, images: np.ndarray, index: pa.Table
 ) -> dict:
-    """Commit a shard: data files first (temp + fsync + rename), the done-marker last."""
+    """Commit a shard: data files first (temp + fsync + rename), the done-marker last.
+
+    Three fsyncs, not six: the folder is synced once after both data renames, and the marker
+    is not synced at all. It is written only once the data is on disk, so a crash can lose
+    or tear the marker (the shard is then recomputed) but never keep one for missing data.
+    """
     paths = shard_paths(out, partition_id)
     os.makedirs(os.path.dirname(paths.npy), exist_ok=True)
     images = np.ascontiguousarray(images, dtype=np.uint8)
-    with atomic_path(paths.npy) as tmp, open(tmp, "wb") as f:
+    with atomic_path(paths.npy, sync_dir=False) as tmp, open(tmp, "wb") as f:
         np.save(f, images, allow_pickle=False)
     with atomic_path(paths.parquet) as tmp:
         pq.write_table(index.select(list(INDEX_COLUMNS)), tmp)
@@ -56,7 +61,7 @@ def write_shard(
         "data_sha256": hashlib.sha256(images).hexdigest(),
         "counts": dict(Counter(index.column("status").to_pylist())),
     }
-    write_json(paths.done, record)
+    write_json(paths.done, record, durable=False)
     return record
 
 
@@ -95,7 +100,7 @@ def failed_rows(out: str, partition_ids: list[int], limit: int = 500) -> list[di
         path = shard_paths(out, pid).parquet
         if not os.path.exists(path):
             continue
-        table = pq.read_table(path, columns=["row", "image_path", "status", "error"])
+        table = read_parquet(path, columns=["row", "image_path", "status", "error"])
         rows.extend(table.filter(pc.not_equal(table.column("status"), "ok")).to_pylist())
         if len(rows) >= limit:
             return rows[:limit]

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-import pyarrow.parquet as pq
 
 from imgbatch.assemble import IMAGES, INDEX, NORMALIZED, RUN
 from imgbatch.errors import UsageError
-from imgbatch.files import atomic_path, read_json, write_json
+from imgbatch.files import atomic_path, read_json, read_parquet, write_json
 
 BLOCK_ROWS = 4096
 
@@ -98,7 +97,7 @@ def _blocks(path: str):
 
 
 def _ok_mask(out: str) -> np.ndarray:
-    status = pq.read_table(os.path.join(out, INDEX), columns=["status"]).column("status")
+    status = read_parquet(os.path.join(out, INDEX), columns=["status"]).column("status")
     return np.asarray(status.to_numpy(zero_copy_only=False) == "ok")
 
 

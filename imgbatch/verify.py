@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from imgbatch.assemble import IMAGES, INDEX, OUTPUT_FORMAT, PREVIEW, RUN
 from imgbatch.errors import PermanentError
-from imgbatch.files import file_digest, read_json
+from imgbatch.files import file_digest, read_json, read_parquet
 from imgbatch.outlock import output_lock
 from imgbatch.publish import JOURNAL, recover
 
@@ -37,7 +36,7 @@ def verify_output(out: str, hashes: bool = True) -> dict:
     images = np.load(path, mmap_mode="r")
     if images.dtype != np.uint8 or list(images.shape) != run["shape"]:
         raise PermanentError(f"{path}: {images.shape} {images.dtype}, run.json {run['shape']}")
-    index = pq.read_table(os.path.join(out, INDEX), columns=["row", "status"])
+    index = read_parquet(os.path.join(out, INDEX), columns=["row", "status"])
     rows = index.column("row").to_numpy()
     if not np.array_equal(rows, np.arange(images.shape[0])):
         raise PermanentError(f"{out}/{INDEX}: rows are not 0..N-1 in order")
