@@ -1,6 +1,6 @@
 """What a user waits for: every way of running the job, each in a fresh process, end to end.
 
-    .venv/bin/python -m benchmarks.e2e [--n 3000] [--dir D] [--port P] [--repeat 3]
+    .venv/bin/python -m benchmarks.e2e [--n 3000] [--dir D] [--port P] [--repeat 3] [--rounds 3]
 
 The corpus is N real photos made by sampledata.samples (mostly JPEG, 300-1500 px, as
 benchmarks.throughput uses). Every row of the table is one or more fresh processes, timed
@@ -15,7 +15,9 @@ included), on the same files (in the page cache after they are written):
   by one 1-row run first (that builds its database);
 - a 1-row `imgbatch preprocess` against the running server (the fixed cost of a run);
 - `imgbatch --help`, `imgbatch preprocess --help` and `python -c "import prefect"`.
-Heavy rows run once; the light ones (1-row, help, import) take the median of `--repeat`.
+The notebook, the core and the CLI against the server run in turn, `--rounds` times, and
+each row is its median run (load on a shared machine then hits all three alike); embedded
+mode runs once; the light ones (1-row, help, import) take the median of `--repeat`.
 
 Breakdown of a CLI run: plan, partitions and assembly are the flow's own timings in run.json
 (plan_seconds, partitions_seconds, assemble_seconds). start-up is launch -> the flow run's
@@ -200,31 +202,48 @@ def child_argv(kind: str, c: Corpus) -> list[str]:
     return [sys.executable, "-m", "benchmarks.e2e", "--child", kind, c.csv, c.images, c.out()]
 
 
-def library_rows(c: Corpus) -> dict[str, Row]:
-    """The notebook baseline and the core library, each a fresh process."""
-    notebook = timed(child_argv("notebook", c), clean_env(None))[0]
+def notebook_row(c: Corpus) -> Row:
+    seconds = timed(child_argv("notebook", c), clean_env(None))[0]
+    return Row("notebook baseline (per-row PIL loop)", seconds, c.n)
+
+
+def core_row(c: Corpus) -> Row:
     seconds, _, stdout = timed(child_argv("core", c), clean_env(None))
     core = json.loads(stdout.strip().splitlines()[-1])
     core["start-up"] = core.pop("imports")
     del core["partitions_cpu"]
-    return {
-        "notebook": Row("notebook baseline (per-row PIL loop)", notebook, c.n),
-        "core": Row("core library (plan + run_partition + assemble)", seconds, c.n, core),
-    }
+    return Row("core library (plan + run_partition + assemble)", seconds, c.n, core)
 
 
-def prefect_rows(c: Corpus, tmp: str, port: int, repeat: int) -> dict[str, Row]:
-    """The CLI against a running server, 1-row runs, embedded mode, and the light commands."""
+def median_row(rows: list[Row], name: str) -> Row:
+    """The run with the median seconds, with its own phases."""
+    row = sorted(rows, key=lambda r: r.seconds)[len(rows) // 2]
+    row.name = name
+    return row
+
+
+def prefect_rows(c: Corpus, tmp: str, port: int, repeat: int, rounds: int) -> dict[str, Row]:
+    """The heavy rows in rounds (notebook, core, CLI against the server, in turn, so load on
+    a shared machine hits them alike), 1-row runs, embedded mode, the light commands."""
     server_home, embedded_home = os.path.join(tmp, "home-server"), os.path.join(tmp, "home-emb")
-    rows = {}
+    heavy: dict[str, list[Row]] = {"notebook": [], "core": [], "server": []}
     with Server(server_home, port):
         cli_row("warm-up", c.one, c.images, c.out(), server_home, 1)
-        rows["server"] = cli_row(
-            "`imgbatch preprocess`, running server", c.csv, c.images, c.out(), server_home, c.n
-        )
+        for _ in range(rounds):
+            heavy["notebook"].append(notebook_row(c))
+            heavy["core"].append(core_row(c))
+            run = cli_row("", c.csv, c.images, c.out(), server_home, c.n)
+            heavy["server"].append(run)
         one = [cli_row("", c.one, c.images, c.out(), server_home, 1) for _ in range(repeat)]
-        rows["one"] = sorted(one, key=lambda r: r.seconds)[len(one) // 2]
-        rows["one"].name = f"`imgbatch preprocess`, 1 row, running server (median of {repeat})"
+    of = f"median of {rounds}, in turn"
+    rows = {
+        "notebook": median_row(heavy["notebook"], f"notebook baseline (per-row PIL loop; {of})"),
+        "core": median_row(heavy["core"], f"core library: plan + run_partition + assemble ({of})"),
+        "server": median_row(heavy["server"], f"`imgbatch preprocess`, running server ({of})"),
+        "one": median_row(
+            one, f"`imgbatch preprocess`, 1 row, running server (median of {repeat})"
+        ),
+    }
     cli_row("warm-up", c.one, c.images, c.out(), embedded_home, 1)
     rows["embedded"] = cli_row(
         "`imgbatch preprocess`, embedded (warm PREFECT_HOME)",
@@ -303,6 +322,7 @@ def main() -> None:
         "--port", type=int, default=0, help="port of the benchmark's server (0: any free one)"
     )
     ap.add_argument("--repeat", type=int, default=3, help="runs of each light row (median)")
+    ap.add_argument("--rounds", type=int, default=3, help="runs of each heavy row (median)")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)  # KIND CSV IMAGES OUT
     args = ap.parse_args()
     if args.child:
@@ -312,7 +332,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         corpus = Corpus(tmp, args.n)
         load = os.getloadavg()[0]
-        rows = {**library_rows(corpus), **prefect_rows(corpus, tmp, args.port, args.repeat)}
+        rows = prefect_rows(corpus, tmp, args.port, args.repeat, args.rounds)
     print(
         f"{args.n} photos, {os.cpu_count()} cores; 1-min load average {load:.2f} at the start, "
         f"{os.getloadavg()[0]:.2f} at the end\n"
