@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -56,14 +57,22 @@ def read_paths(csv_path: str, column: str) -> list[str]:
 
 
 def _cause(csv_path: str, exc: pa.ArrowInvalid) -> str:
-    """pyarrow's reason, with the first line that is not UTF-8 when that is the trouble."""
+    """pyarrow's reason with the line it is about (read again, on this error path only):
+    the first line that is not UTF-8, or the first row whose field count is off."""
     with open(csv_path, "rb") as f:
         for number, line in enumerate(f, 1):
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError as bad:
                 return f"line {number} is not UTF-8 text ({bad.reason} at byte {bad.start})"
-    return str(exc).removeprefix("CSV parse error: ")
+    reason = str(exc).removeprefix("CSV parse error: ")
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        rows = csv.reader(f)
+        width = len(next(rows, []))
+        for row in rows:
+            if row and len(row) != width:
+                return f"line {rows.line_num} has {len(row)} fields, the header {width}"
+    return reason
 
 
 def partitions(n_rows: int, partition_size: int) -> list[Partition]:

@@ -31,7 +31,8 @@ def test_read_paths_takes_a_bom_quoted_newlines_and_blank_lines(tmp_path):
         ("", "image_path", "columns: none"),
         ("image_path\na.jpg\nb\x00.jpg\n", "image_path", "row 1 \\(line 3\\) has a NUL byte"),
         (b"id,image_path\n1,a.jpg\n2,\xff\xfe.jpg\n", "image_path", "line 3 is not UTF-8 text"),
-        ("id,image_path\n1,a.jpg\n2\n", "image_path", "Expected 2 columns, got 1"),
+        ("id,image_path\n1,a.jpg\n2\n", "image_path", "line 3 has 1 fields, the header 2"),
+        ('id,image_path\n1,"a\nb.jpg"\n2,c,d\n', "image_path", "line 4 has 3 fields, the header 2"),
     ],
 )
 def test_bad_csv_is_a_usage_error(tmp_path, content, column, message):
