@@ -18,7 +18,9 @@ Tables:
 3. the same 50,000 rows as 50 partitions of 1,000 and as 500 of 100: the partition phase of
    both, and the cost of each extra partition, (500-partition - 50-partition) / 450.
 In every row the server's CPU seconds and peak RSS (its process tree, sampled every 0.1 s
-with psutil) are those of that measurement alone.
+with psutil) are those of that measurement alone. Each measurement starts after os.sync(): a
+200,000-row run leaves gigabytes of writeback that otherwise stall the next one's fsyncs
+(and the server's database commits) for seconds.
 """
 
 from __future__ import annotations
@@ -137,6 +139,7 @@ class Bench:
         out = os.path.join(self.tmp, f"out-{kind}-{rows}-{partition_size}")
         argv = [sys.executable, "-m", "benchmarks.scale", "--child", kind]
         argv += [self.corpus.csv(rows), self.corpus.images, out, str(partition_size)]
+        os.sync()  # the previous run's writeback must not stall this one's fsyncs
         with Watch(self.server.pid()) as watch:
             stdout = timed(argv, self.env)[2]
         result = json.loads(stdout.strip().splitlines()[-1])
@@ -145,6 +148,7 @@ class Bench:
     def rerun(self, rows: int, out: str) -> tuple[float, Watch]:
         """`imgbatch preprocess` on an existing output: (wall seconds, the server's share)."""
         argv = preprocess_argv(self.corpus.csv(rows), self.corpus.images, out)
+        os.sync()
         with Watch(self.server.pid()) as watch:
             seconds = timed(argv, self.env)[0]
         return seconds, watch

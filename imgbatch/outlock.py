@@ -55,9 +55,10 @@ def output_lock(out: str, label: str, wait: float = 0) -> Iterator[dict]:
             "started": datetime.now().astimezone().isoformat(timespec="seconds"),
             "label": label,
         }
+        # Not fsynced: the record only names the holder to a second run (a crashed holder's
+        # lock is free anyway), and an fsync can wait seconds behind other files' writeback.
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)
-        os.fsync(fd)
         try:
             yield holder
         finally:
