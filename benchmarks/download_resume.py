@@ -94,6 +94,8 @@ def main() -> None:
     ap.add_argument("--via", choices=("flow", "core"), default="flow")
     ap.add_argument("--workdir", type=Path, default=None, help="default: a temp folder")
     args = ap.parse_args()
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         rows = run(args.size_mb, args.cuts, args.via, Path(tmp))
     width = max(len(k) for k, _ in rows)

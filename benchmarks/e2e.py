@@ -329,6 +329,8 @@ def main() -> None:
         kind, *paths = args.child
         (notebook_child if kind == "notebook" else core_child)(*paths)
         return
+    if args.dir:
+        os.makedirs(args.dir, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         corpus = Corpus(tmp, args.n)
         load = os.getloadavg()[0]

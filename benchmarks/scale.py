@@ -251,6 +251,8 @@ def main() -> None:
         (flow_child if kind == "flow" else core_child)(*rest)
         return
     row_counts = [int(r) for r in args.rows.split(",")]
+    if args.dir:
+        os.makedirs(args.dir, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         corpus = Corpus(tmp, args.unique, max(*row_counts, LAYOUT_ROWS))
         load = os.getloadavg()[0]

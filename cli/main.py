@@ -55,9 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     try:
         params = args.check(args)
-        if args.runs_flows:
-            prefect_setup.prepare()
-        return int(args.run(args, params) or 0)
+        if not args.runs_flows:
+            return int(args.run(args, params) or 0)
+        prefect_setup.prepare()
+        with prefect_setup.foreground_settings():
+            return int(args.run(args, params) or 0)
     except prefect_setup.PrefectUnavailable as exc:
         print(f"imgbatch {args.command}: failed: {exc}", file=sys.stderr)
         return 1

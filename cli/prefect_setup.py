@@ -23,12 +23,13 @@ import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 from cli import local_server
 
 STARTUP_TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+HEARTBEAT = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")
 DEFAULT_STARTUP_TIMEOUT = "120"
 OWNER = "IMGBATCH_OWNER_PID"  # inherited by every process the command starts
 TEMPORARY_NOTICE = (
@@ -176,3 +177,18 @@ def prepare() -> None:
         check_reachable(api_url)
     else:
         start_temporary_server()
+
+
+def foreground_settings() -> AbstractContextManager:
+    """Settings for a flow run in this process: no flow-run heartbeat unless configured.
+
+    Prefect 3.9's heartbeat thread sleeps in 1 s steps and is joined when the flow ends, so
+    every command waited 0-1 s for it; it only serves automations that mark a silent run
+    Crashed, while a command's run is watched from its own terminal (README, "Decisions").
+    Deployed runs (serve, workers) run in their own processes and keep Prefect's default.
+    """
+    if any(setting(name) for name in HEARTBEAT):
+        return nullcontext()
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    return temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})

@@ -74,6 +74,33 @@ def test_defaults_leave_what_the_user_set_in_the_profile_or_environment(
     assert "DO_NOT_TRACK" not in os.environ
 
 
+HEARTBEAT_IN_A_COMMAND = (
+    "from cli import prefect_setup\n"
+    "with prefect_setup.foreground_settings():\n"
+    "    from prefect.settings import get_current_settings\n"
+    "    print(get_current_settings().flows.heartbeat_frequency)\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("configured", "expected"),
+    [(None, "None"), ("env", "60"), ("profile", "90")],
+)
+def test_a_commands_flow_run_sends_no_heartbeat_unless_the_user_set_one(
+    tmp_path, configured, expected
+):
+    env = clean_env(tmp_path / "home")
+    if configured == "env":
+        env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = "60"
+    elif configured == "profile":
+        write_profile(tmp_path / "home", 'PREFECT_FLOWS_HEARTBEAT_FREQUENCY = "90"')
+    proc = subprocess.run(
+        [sys.executable, "-c", HEARTBEAT_IN_A_COMMAND], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == expected
+
+
 def terminal_output(code: str, env: dict[str, str]) -> str:
     """What `python -c code` prints on a real pseudo-terminal (Prefect's notice needs a TTY)."""
     controller, terminal = pty.openpty()
