@@ -14,7 +14,7 @@ from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.naming import named
-from flows.progress import terminal_bar
+from flows.progress import completed_partitions_off_terminal, terminal_bar
 from flows.states import fails_cleanly, failure
 from imgbatch import parallel
 from imgbatch.found import check_found
@@ -84,11 +84,14 @@ def run_partitions(
         retry_delay_seconds=backoff(params.retry_delay_seconds, params.retries),
     )
     limit = existing_limit(CONCURRENCY_LIMIT)
-    futures = {task.submit(p, job, limit): p for p in todo}
     results = [{**r, "computed": False} for r in done]
     failures: dict[int, str] = {}
     progress = ProgressArtifact(len(todo) + len(done), len(done))
-    with terminal_bar(len(todo) + len(done), len(done)) as bar:
+    with (
+        completed_partitions_off_terminal(),
+        terminal_bar(len(todo) + len(done), len(done)) as bar,
+    ):
+        futures = {task.submit(p, job, limit): p for p in todo}
         for fut in as_completed(list(futures)):
             fut.wait()
             state = fut.state

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -105,3 +107,52 @@ def test_a_different_dataset_into_a_finished_output_needs_overwrite(make_dataset
         main(args_for(csv, root, out, "--partition-size", "3", "--size", "32", "--overwrite")) == 0
     )
     assert np.load(out / "images.npy").shape == (6, 32, 32, 3)
+
+
+# A command whose partition 2 meets a transient error on its first attempt.
+DROP_ONCE = """
+import sys
+import tasks.preprocess
+from cli.main import main
+from imgbatch.errors import TransientError
+original, calls = tasks.preprocess.run_job_partition, []
+def drop_once(part, *a, **kw):
+    calls.append(part.id)
+    if part.id == 2 and calls.count(2) == 1:
+        raise TransientError("connection reset (injected)")
+    return original(part, *a, **kw)
+tasks.preprocess.run_job_partition = drop_once
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_completed_partitions_are_logged_in_the_ui_not_on_the_terminal(make_dataset, tmp_path):
+    import subprocess
+    import sys
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.settings import get_current_settings
+
+    csv, root, _ = make_dataset(9)
+    argv = args_for(csv, root, tmp_path / "out", "--partition-size", "3")
+    env = {**os.environ, "PREFECT_API_URL": get_current_settings().api.url}
+    proc = subprocess.run(
+        [sys.executable, "-c", DROP_ONCE, *argv, "--retry-delay-seconds", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    terminal = proc.stderr.splitlines()
+    partition_lines = [ln for ln in terminal if "Task run 'partition-" in ln]
+    assert not [ln for ln in partition_lines if "Finished in state" in ln]
+    assert any("Retry 1/3" in ln and "connection reset (injected)" in ln for ln in partition_lines)
+    assert any("Task run 'plan-" in ln for ln in terminal)
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(sort="START_TIME_DESC", limit=1)
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[runs[0].id])))
+    in_ui = [log.message for log in logs]
+    assert in_ui.count("Finished in state Completed()") == 5  # 3 partitions, plan, assemble
