@@ -200,3 +200,24 @@ def test_a_new_run_removes_temp_files_of_killed_writers_only(make_dataset, tmp_p
     live.write_bytes(b"being written right now")
     make_plan(csv, "image_path", open_storage(root), ImageSpec(), 10, str(tmp_path / "out"))
     assert not stale.exists() and live.exists()
+
+
+def test_a_rewritten_plan_is_read_afresh_in_the_same_process(make_dataset, tmp_path):
+    from imgbatch.plan import read_rows
+
+    csv, root, paths = make_dataset(12)
+    out, storage = str(tmp_path / "out"), open_storage(root)
+    plan = make_plan(csv, "image_path", storage, ImageSpec(), 5, out)
+    assert [read_rows(plan.rows_file, p.id) for p in plan.partitions] == [
+        paths[0:5],
+        paths[5:10],
+        paths[10:12],
+    ]
+    reordered = paths[::-1]
+    pd.DataFrame({"image_path": reordered}).to_csv(csv, index=False)
+    plan = make_plan(csv, "image_path", storage, ImageSpec(), 4, out)
+    assert [read_rows(plan.rows_file, p.id) for p in plan.partitions] == [
+        reordered[0:4],
+        reordered[4:8],
+        reordered[8:12],
+    ]
