@@ -7,9 +7,10 @@ terminal kills it and leaves the run failing for minutes; and a `kill -9` of the
 leaves it running. So the command starts its own temporary server (cli/local_server.py:
 its own session, waited for as long as PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
 default 120 s), points this process at it, stops it when the command ends, and a watchdog
-stops it if the command dies. All before Prefect is imported (help and argument errors
-never import it). Settings are read without Prefect: the environment, then the active
-profile in profiles.toml.
+stops it if the command dies; Prefect is imported while that server starts. Help and
+argument errors never import Prefect: settings are read without it, from the environment,
+then the active profile in profiles.toml. A command's own flow run sends no heartbeat
+unless the user configured one (foreground_settings).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from pathlib import Path
 from cli import local_server
 
 STARTUP_TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
-HEARTBEAT = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")
 DEFAULT_STARTUP_TIMEOUT = "120"
+HEARTBEAT = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")
 OWNER = "IMGBATCH_OWNER_PID"  # inherited by every process the command starts
 TEMPORARY_NOTICE = (
     "imgbatch: starting a temporary Prefect server (first use builds its database; "

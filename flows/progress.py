@@ -48,9 +48,9 @@ class _NotCompletedTaskRuns(logging.Filter):
 def completed_partitions_off_terminal() -> Iterator[None]:
     """Each completed partition's line goes to the UI's logs, not to the terminal.
 
-    1,000 partitions would print 1,000 lines there, and rendering each one cost the flow
-    process about 3 ms of CPU (README, "Decisions"). Retries, warnings, failures and the
-    flow's own lines still show; the bar counts the partitions.
+    1,000 partitions would print 1,000 lines there, each rendered by rich in the flow
+    process (README, "Usage"). Retries, warnings, failures and the flow's own lines still
+    show; the bar counts the partitions.
     """
     from prefect.logging.handlers import PrefectConsoleHandler
 
