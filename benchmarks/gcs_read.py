@@ -14,7 +14,7 @@ sampledata.samples (mostly JPEG, 300-800 px), and prints markdown tables:
    rig's (emulator and proxies);
 2. CPU seconds per GET of this process (time.process_time / GETs, 16 threads, straight to
    the emulator) for the old read path (Blob.download_as_bytes, crc32c-checked) and the new
-   one (GCSStorage.read: one authorized urllib3 pool, crc32c-checked);
+   one (GCSStorage.read: a kept-alive http.client connection per thread, crc32c-checked);
 3. GETs/s through the proxy with decoding disabled, for the readers chosen for 2 and for 16
    decode workers (threads, and processes: fetch processes), with the latency and without
    it (what the client, the Python proxy and the emulator sharing this machine's cores can
@@ -206,7 +206,7 @@ def cost_table(env: Bench) -> float:
     costs = {}
     for name, read in (
         ("old: Blob.download_as_bytes(checksum='crc32c')", old_read("imgs")),
-        ("new: GCSStorage.read (AuthorizedHttp + crc32c vs listing)", new.read),
+        ("new: GCSStorage.read (http.client per thread + crc32c vs listing)", new.read),
     ):
         costs[name], rate = get_cost(read, env.paths, 16)
         print(f"| {name} | {costs[name] * 1000:.2f} | {rate:.0f} |")

@@ -32,10 +32,10 @@ THREADS_UP_TO = 4
 IO_PER_WORKER = 16
 IO_MIN, IO_MAX = 32, 256
 LOCAL_IO_MAX = 8
-# A remote read costs ~0.45 ms of this process's CPU (benchmarks/gcs_read.py), under one GIL:
-# one process tops out near 2,000 GETs/s, below what 16 decode processes use (~2,900/s). With
-# process decoding, reads are spread over one fetch process per DECODERS_PER_FETCHER workers
-# (~720 GETs/s each, a third of a core).
+# A remote read costs ~0.25 ms of this process's CPU (benchmarks/gcs_read.py), under one GIL:
+# one process tops out near 4,000 GETs/s, little headroom over what 16 decode processes use
+# (~2,900/s). With process decoding, reads are spread over one fetch process per
+# DECODERS_PER_FETCHER workers (~720 GETs/s each, a fifth of a core).
 DECODERS_PER_FETCHER = 4
 
 _lock = threading.Lock()

@@ -29,7 +29,7 @@ from imgbatch.relpath import InvalidPath
 class GCSStorage:
     """Images under gs://bucket/prefix; see the module docstring.
 
-    Picklable: the client and connection pool are per process (made on first use), and the
+    Picklable: the client and connections are per process (made on first use), and the
     listing (possibly large) is not shipped; a copy lists again only if asked for identities.
     """
 

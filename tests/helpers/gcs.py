@@ -176,6 +176,11 @@ class FaultProxy:
         """Stop listening and drop kept-alive connections: the port refuses, like a dead server."""
         self._server.shutdown()
         self._server.server_close()
+        self.drop_connections()
+
+    def drop_connections(self) -> None:
+        """Close every kept-alive client connection and keep listening, as a server that
+        times idle connections out does."""
         with self._lock:
             conns, self._open = list(self._open), set()
         for conn in conns:

@@ -3,6 +3,7 @@ retries, crc32c checks and an unreachable endpoint."""
 
 from __future__ import annotations
 
+import datetime
 import gzip
 import pickle
 import time
@@ -29,6 +30,7 @@ gcs = gcs_helpers.gcs
 faulty_gcs = gcs_helpers.faulty_gcs
 
 FAST = RetryPolicy(attempts=3, initial_wait=0.02, max_wait=0.1, client_deadline=0.5, timeout=10)
+HOUR = datetime.timedelta(hours=1)
 FILES = {"a/one.jpg": b"\xff\xd8first", "a/two.png": b"\x89PNGsecond", "b/three.jpg": b"third"}
 
 
@@ -120,6 +122,52 @@ def test_transient_errors_are_retried_then_reported(faulty_gcs):
     proxy.set_rules(Rule("status:403", method="GET", path="three.jpg"))
     with pytest.raises(PermanentError, match="403"):
         storage.read("b/three.jpg")
+
+
+def test_a_connection_the_server_closed_is_replaced_at_once(faulty_gcs):
+    """Servers time idle kept-alive connections out; the next GET must not count as a
+    failed attempt (with one attempt allowed, a stale connection would fail the read)."""
+    put(faulty_gcs, "imgs", FILES)
+    proxy = faulty_gcs.proxy
+    storage = GCSStorage(faulty_gcs.url("imgs"), policy=RetryPolicy(attempts=1, timeout=10))
+    assert storage.read("a/one.jpg") == FILES["a/one.jpg"]
+    proxy.drop_connections()
+    assert storage.read("a/two.png") == FILES["a/two.png"]
+    proxy.drop_connections()
+    assert storage.read("b/three.jpg") == FILES["b/three.jpg"]
+    assert proxy.count("GET", MEDIA, "^200$") == 3
+
+
+def test_a_rejected_token_is_refreshed_once_per_read(faulty_gcs, monkeypatch):
+    """Real GCS needs OAuth, which cannot run here: google-auth's own Credentials with a
+    refresh handler stand in, and the proxy answers 401 as GCS does to a revoked token."""
+    from google.oauth2.credentials import Credentials
+
+    from imgbatch import gcs_read
+
+    tokens: list[str] = []
+
+    def refresh_handler(request, scopes):
+        tokens.append(f"token-{len(tokens) + 2}")
+        return tokens[-1], datetime.datetime.now(datetime.UTC).replace(tzinfo=None) + HOUR
+
+    monkeypatch.setattr(
+        gcs_read,
+        "_credentials",
+        lambda base: Credentials("token-1", refresh_handler=refresh_handler),
+    )
+    put(faulty_gcs, "imgs", FILES)
+    proxy = faulty_gcs.proxy
+    storage = GCSStorage(faulty_gcs.url("imgs"), policy=FAST)
+    proxy.set_rules(Rule("status:401", method="GET", path="one.jpg", times=1))
+    assert storage.read("a/one.jpg") == FILES["a/one.jpg"]
+    assert tokens == ["token-2"]
+    assert proxy.count("GET", "one.jpg") == 2
+    proxy.set_rules(Rule("status:401:revoked", method="GET", path="two.png"))
+    with pytest.raises(PermanentError, match="two.png: 401 .*revoked"):
+        storage.read("a/two.png")
+    assert tokens == ["token-2", "token-3"]  # refreshed once, then reported: no loop
+    assert proxy.count("GET", "two.png") == 2
 
 
 def test_corrupted_download_is_detected_and_retried(faulty_gcs):
