@@ -63,6 +63,9 @@ def test_server_start_is_used_by_later_commands_until_stop(make_dataset, tmp_pat
         runs = flow_runs(api_url)
         assert len(runs) == 1 and runs[0]["state_type"] == "COMPLETED"
         assert runs[0]["parameters"]["params"]["out"] == str(tmp_path / "out")
+        with urllib.request.urlopen(f"{api_url}/admin/settings", timeout=10) as response:
+            recorder = json.load(response)["server"]["services"]["task_run_recorder"]
+        assert (recorder["batch_size"], recorder["flush_interval"]) == (100, 1.0)
     finally:
         stopped = imgbatch("server", "stop", home=home)
     assert stopped.returncode == 0 and "stopped" in stopped.stdout

@@ -31,7 +31,12 @@ def clean_env(home) -> dict[str, str]:
 def no_prefect_settings(tmp_path, monkeypatch):
     """No Prefect setting in the environment; whatever the test sets is undone after it."""
     names = {k for k in os.environ if k.startswith("PREFECT_")} | {"DO_NOT_TRACK"}
-    for name in names | {prefect_setup.STARTUP_TIMEOUT, "PREFECT_SERVER_ANALYTICS_ENABLED"}:
+    ours = {
+        prefect_setup.STARTUP_TIMEOUT,
+        "PREFECT_SERVER_ANALYTICS_ENABLED",
+        *prefect_setup.RECORDER,
+    }
+    for name in names | ours:
         monkeypatch.setenv(name, "")  # recorded, so teardown restores the original
         monkeypatch.delenv(name)
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "home"))
@@ -60,14 +65,18 @@ def test_defaults_raise_the_startup_timeout_and_turn_telemetry_off(no_prefect_se
     assert os.environ[prefect_setup.STARTUP_TIMEOUT] == "120"
     assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
     assert os.environ["DO_NOT_TRACK"] == "1"
+    for name, value in prefect_setup.RECORDER.items():
+        assert os.environ[name] == value
 
 
 def test_defaults_leave_what_the_user_set_in_the_profile_or_environment(
     no_prefect_settings, monkeypatch
 ):
-    write_profile(no_prefect_settings, f'{prefect_setup.STARTUP_TIMEOUT} = "45"')
+    batch = "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE"
+    write_profile(no_prefect_settings, f'{prefect_setup.STARTUP_TIMEOUT} = "45"\n{batch} = "10"')
     monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "true")
     prefect_setup.set_defaults()
+    assert batch not in os.environ and prefect_setup.setting(batch) == "10"
     assert prefect_setup.STARTUP_TIMEOUT not in os.environ  # the profile's 45 s applies
     assert prefect_setup.setting(prefect_setup.STARTUP_TIMEOUT) == "45"
     assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "true"
