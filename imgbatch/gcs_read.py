@@ -35,7 +35,23 @@ _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 _lock = threading.Lock()
 _auth: dict[tuple[int, str], _Auth] = {}
-_local = threading.local()
+
+
+class _Connections(dict):
+    """One I/O thread's kept-alive connections, keyed (pid, base, timeout); closed when the
+    thread ends, so a finished pool leaves no socket for the garbage collector to find."""
+
+    def __del__(self) -> None:
+        for conn in self.values():
+            conn.close()
+
+
+class _Local(threading.local):
+    def __init__(self) -> None:
+        self.conns = _Connections()
+
+
+_local = _Local()
 
 
 @dataclass(frozen=True)
@@ -127,7 +143,7 @@ def _connect(base: str, timeout: float) -> http.client.HTTPConnection:
 
 def _connection(base: str, timeout: float, fresh: bool) -> http.client.HTTPConnection:
     """This thread's connection to `base` (a new one when `fresh`); per process after a fork."""
-    conns = _local.__dict__.setdefault("conns", {})
+    conns = _local.conns
     key = (os.getpid(), base, timeout)
     if fresh or key not in conns:
         old = conns.pop(key, None)
@@ -138,7 +154,7 @@ def _connection(base: str, timeout: float, fresh: bool) -> http.client.HTTPConne
 
 
 def _drop(base: str, timeout: float) -> None:
-    conn = _local.__dict__.get("conns", {}).pop((os.getpid(), base, timeout), None)
+    conn = _local.conns.pop((os.getpid(), base, timeout), None)
     if conn is not None:
         conn.close()
 
@@ -151,7 +167,7 @@ def media_path(bucket: str, name: str) -> str:
 
 def _exchange(base: str, path: str, headers: dict[str, str], timeout: float):
     """Status, headers and body of one GET, sent again once if the kept connection was stale."""
-    reused = (os.getpid(), base, timeout) in _local.__dict__.get("conns", {})
+    reused = (os.getpid(), base, timeout) in _local.conns
     conn = _connection(base, timeout, fresh=False)
     try:
         conn.request("GET", path, headers=headers)

@@ -215,6 +215,9 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
         def finish(self) -> None:
             with proxy._lock:
                 proxy._open.discard(self.connection)
+            upstream = local.__dict__.pop("conn", None)  # this client's thread ends here
+            if upstream is not None:
+                upstream.close()
             with contextlib.suppress(OSError):
                 super().finish()
 

@@ -138,6 +138,30 @@ def test_a_connection_the_server_closed_is_replaced_at_once(faulty_gcs):
     assert proxy.count("GET", MEDIA, "^200$") == 3
 
 
+def test_a_finished_thread_closes_its_connections(gcs):
+    """Each I/O thread keeps its own connection; when the thread ends (a pool shut down),
+    its socket is closed, not left open for the garbage collector."""
+    import gc
+    import threading
+
+    from imgbatch import gcs_read
+
+    put(gcs, "imgs", FILES)
+    storage = GCSStorage(gcs.url("imgs"))
+    sockets = []
+
+    def read() -> None:
+        assert storage.read("a/one.jpg") == FILES["a/one.jpg"]
+        sockets.extend(conn.sock for conn in gcs_read._local.conns.values())
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    thread.join()
+    gc.collect()
+    assert len(sockets) == 1
+    assert sockets[0].fileno() == -1  # closed
+
+
 def test_a_rejected_token_is_refreshed_once_per_read(faulty_gcs, monkeypatch):
     """Real GCS needs OAuth, which cannot run here: google-auth's own Credentials with a
     refresh handler stand in, and the proxy answers 401 as GCS does to a revoked token."""
