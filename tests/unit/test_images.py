@@ -416,6 +416,113 @@ def test_exif_orientation_is_applied(orientation: int, resize_mode: str) -> None
     assert psnr(untagged, want) < 25
 
 
+# --- PNG: libspng for plain 8-bit files, Pillow for everything else -------------------------
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def _after_ihdr(png: bytes, chunk: bytes) -> bytes:
+    at = 8 + 25  # signature, then IHDR (length, type, 13 bytes, crc)
+    return png[:at] + chunk + png[at:]
+
+
+def _before_iend(png: bytes, chunk: bytes) -> bytes:
+    at = png.rindex(b"IEND") - 4
+    return png[:at] + chunk + png[at:]
+
+
+def _plain_pngs() -> dict[str, bytes]:
+    rgb, rgba = photo(size=(120, 80)), samples.rgba_photos()[1].resize((120, 80))
+    plain = enc(rgb, "PNG")
+    return {
+        "L": enc(rgb.convert("L"), "PNG"),
+        "RGB": plain,
+        "RGBA": enc(rgba, "PNG"),
+        "RGB with gAMA": _after_ihdr(plain, _png_chunk(b"gAMA", struct.pack(">I", 100000))),
+        "RGB with a colour key": enc(rgb, "PNG", transparency=(1, 2, 3)),
+        "RGB with bytes after IEND": plain + b"trailing bytes",
+    }
+
+
+@pytest.mark.parametrize("kind", sorted(_plain_pngs()))
+@pytest.mark.parametrize("resize_mode", MODES)
+def test_plain_png_gives_pillows_pixels(kind: str, resize_mode: str, monkeypatch) -> None:
+    """libspng decodes these (not Pillow), and every output byte is what Pillow's gives."""
+    from imgbatch import images
+
+    data = _plain_pngs()[kind]
+    with Image.open(io.BytesIO(data)) as im:
+        plain = images._plain_png(im, data)
+        im.load()
+        assert plain is not None
+        assert np.array_equal(np.asarray(plain), np.asarray(im))
+    spec = ImageSpec(size=24, resize_mode=resize_mode, background=BG)
+    decode, calls = images.imagecodecs.spng_decode, []
+    monkeypatch.setattr(images.imagecodecs, "spng_decode", lambda d: calls.append(1) or decode(d))
+    got, out = run(data, spec)
+    assert calls == [1]  # standardize took the libspng path
+    monkeypatch.setattr(images, "_plain_png", lambda img, data: None)
+    want, pillow_out = run(data, spec)
+    assert out == pillow_out and out.status == "ok"
+    assert np.array_equal(got, want)
+
+
+def test_png_whose_exif_follows_the_pixels_is_still_turned_upright() -> None:
+    upright = photo()  # 451 x 300
+    stored = upright.transpose(_STORE_AS[6])
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    raw = exif.tobytes()
+    raw = raw[6:] if raw.startswith(b"Exif\x00\x00") else raw
+    tagged = _before_iend(enc(stored, "PNG"), _png_chunk(b"eXIf", raw))
+    with Image.open(io.BytesIO(tagged)) as im:
+        assert "exif" not in im.info  # Pillow finds it only by decoding the pixels
+    spec = ImageSpec(size=64)
+    got, out = run(tagged, spec)
+    want, _ = run(enc(upright, "PNG"), spec)
+    assert out.status == "ok"
+    assert psnr(got, want) >= 35
+    untagged, _ = run(enc(stored, "PNG"), spec)
+    assert psnr(untagged, want) < 25  # control: a missed rotation shows
+
+
+@pytest.mark.parametrize("kind", ["P", "LA", "I;16", "1", "animated", "interlaced-flag"])
+def test_other_pngs_are_left_to_pillow(kind: str) -> None:
+    from imgbatch import images
+
+    img = photo(size=(40, 30))
+    if kind == "animated":
+        data = enc(img, "PNG", save_all=True, append_images=[img.rotate(90)], duration=100)
+    elif kind == "interlaced-flag":  # IHDR's last byte set: Adam7, which Pillow decodes
+        png = bytearray(enc(img, "PNG"))
+        png[28] = 1
+        png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])) & 0xFFFFFFFF)
+        data = bytes(png)
+    elif kind == "I;16":
+        data = enc(Image.fromarray(np.asarray(img.convert("L")).astype(np.uint16) * 257), "PNG")
+    else:
+        data = enc(img.convert(kind), "PNG")
+    with Image.open(io.BytesIO(data)) as im:
+        assert images._plain_png(im, data) is None
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped byte in IDAT"])
+def test_damaged_png_is_corrupt_with_pillows_reason(damage: str) -> None:
+    png = enc(photo(size=(200, 150)), "PNG")
+    if damage == "truncated":
+        data = png[: len(png) // 2]
+    else:
+        broken = bytearray(png)
+        broken[png.index(b"IDAT") + 200] ^= 0xFF
+        data = bytes(broken)
+    arr, out = run(data)
+    assert out.status == "corrupt"  # was "ok" with half-decoded pixels before the fix
+    assert ("truncated" if damage == "truncated" else "data stream") in out.error
+
+
 # --- resize modes -----------------------------------------------------------------------------
 
 
