@@ -4,6 +4,7 @@ The rules (README.md, "Image rules"): an allow-list of formats, the
 decompression-bomb warning treated as an error, truncated files refused, EXIF orientation
 applied, alpha composited over a background, 16-bit scaled (not clipped), and three resize
 modes. A failure never raises: it returns a zero image and an outcome naming the reason.
+Pillow decodes, except plain 8-bit PNGs, which libspng decodes to the same pixels.
 """
 
 from __future__ import annotations
@@ -138,9 +139,8 @@ def _to_array(img: Image.Image, data: bytes, spec: ImageSpec) -> np.ndarray:
 
 def _plain_png(img: Image.Image, data: bytes) -> Image.Image | None:
     """An 8-bit L, RGB or RGBA PNG decoded by libspng (imagecodecs): the same pixels as
-    Pillow's decoder for about 60% of its CPU, and with the GIL released, so decode threads
-    run side by side (README "Performance"). None for any other PNG, or when libspng fails,
-    and Pillow decodes it as before: its outcomes and messages stay the rule."""
+    Pillow's decoder for about 60% of its CPU (README "Decisions"). None for any other PNG,
+    or when libspng fails, and Pillow decodes it as before: its outcomes stay the rule."""
     if (
         img.format != "PNG"
         or img.mode not in ("L", "RGB", "RGBA")
