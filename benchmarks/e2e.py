@@ -37,10 +37,11 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from benchmarks import scratch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLI = os.path.join(os.path.dirname(sys.executable), "imgbatch")
@@ -329,9 +330,7 @@ def main() -> None:
         kind, *paths = args.child
         (notebook_child if kind == "notebook" else core_child)(*paths)
         return
-    if args.dir:
-        os.makedirs(args.dir, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+    with scratch(args.dir) as tmp:
         corpus = Corpus(tmp, args.n)
         load = os.getloadavg()[0]
         rows = prefect_rows(corpus, tmp, args.port, args.repeat, args.rounds)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +20,7 @@ import imagecodecs
 import numpy as np
 from PIL import Image
 
+from benchmarks import scratch
 from sampledata import samples
 
 
@@ -45,9 +44,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=3000, help="files in the corpus (PNG and JPEG)")
     ap.add_argument("--dir", default=None, help="work folder (default: a temporary one)")
     args = ap.parse_args()
-    if args.dir:
-        os.makedirs(args.dir, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+    with scratch(args.dir) as tmp:
         pngs = corpus_pngs(tmp, args.n)
     megapixels = sum(w * h for w, h in (Image.open(io.BytesIO(d)).size for d in pngs)) / 1e6
     print(f"{len(pngs)} PNGs of a {args.n}-file corpus, {megapixels:.0f} megapixels\n")

@@ -31,12 +31,12 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import threading
 import time
 
 import psutil
 
+from benchmarks import scratch
 from benchmarks.e2e import Server, clean_env, core_child, preprocess_argv, timed
 
 LAYOUT_ROWS = 50_000
@@ -251,9 +251,7 @@ def main() -> None:
         (flow_child if kind == "flow" else core_child)(*rest)
         return
     row_counts = [int(r) for r in args.rows.split(",")]
-    if args.dir:
-        os.makedirs(args.dir, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+    with scratch(args.dir) as tmp:
         corpus = Corpus(tmp, args.unique, max(*row_counts, LAYOUT_ROWS))
         load = os.getloadavg()[0]
         print(f"{os.cpu_count()} cores; 1-min load average {load:.2f} at the start\n")
