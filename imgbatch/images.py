@@ -168,10 +168,9 @@ def _orientation(img: Image.Image) -> int:
 
 
 def _normalize_mode(img: Image.Image) -> Image.Image:
-    """Reduce every mode to L, LA, RGB or RGBA (alpha still separate)."""
+    """Reduce a decoded image of any mode to L, LA, RGB or RGBA (alpha still separate)."""
     mode = img.mode
     if mode in ("L", "LA", "RGB", "RGBA"):
-        img.load()
         return img
     if mode.startswith("I;16") or mode == "I":
         a = np.asarray(img, dtype=np.int64)
