@@ -1,11 +1,12 @@
-"""PNG decoders on the PNGs of the end-to-end corpus: Pillow against libspng (imagecodecs).
+"""PNG decoders on the PNGs of the end-to-end corpus: Pillow, libspng (imagecodecs) alone, and
+imgbatch.png (the stream inflated by zlib-ng, then libspng).
 
     .venv/bin/python -m benchmarks.png_decode [--n 3000] [--dir D]
 
 The corpus is benchmarks.e2e's (sampledata.samples, seed 1, N files of which about 10% are
 PNG, mostly RGBA), held in memory. For each decoder: CPU-seconds to decode every PNG on one
 thread, wall seconds on two threads (one pool, as the decode pool runs), and whether every
-pixel equals Pillow's. This is why imgbatch.images sends plain PNGs to libspng.
+pixel equals Pillow's. This is why imgbatch.images sends plain PNGs to imgbatch.png.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from benchmarks import scratch
+from imgbatch import png
 from sampledata import samples
 
 
@@ -30,7 +32,11 @@ def pillow(data: bytes) -> np.ndarray:
         return np.asarray(im)
 
 
-DECODERS = {"Pillow": pillow, "libspng (imagecodecs)": imagecodecs.spng_decode}
+DECODERS = {
+    "Pillow": pillow,
+    "libspng (imagecodecs)": imagecodecs.spng_decode,
+    "imgbatch.png (zlib-ng inflate, then libspng)": png.decode,
+}
 
 
 def corpus_pngs(base: str, n: int) -> list[bytes]:
@@ -60,7 +66,7 @@ def main() -> None:
             for _ in pool.map(decode, pngs):
                 pass
         wall = time.perf_counter() - wall
-        same = all(np.array_equal(decode(d), pillow(d)) for d in pngs)
+        same = all(np.array_equal(np.squeeze(decode(d)), pillow(d)) for d in pngs)
         print(f"| {name} | {cpu:.2f} | {wall:.2f} | {'yes' if same else 'NO'} |")
 
 

@@ -416,7 +416,7 @@ def test_exif_orientation_is_applied(orientation: int, resize_mode: str) -> None
     assert psnr(untagged, want) < 25
 
 
-# --- PNG: libspng for plain 8-bit files, Pillow for everything else -------------------------
+# --- PNG: imgbatch.png for plain 8-bit files, Pillow for everything else --------------------
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -450,8 +450,8 @@ def _plain_pngs() -> dict[str, bytes]:
 @pytest.mark.parametrize("kind", sorted(_plain_pngs()))
 @pytest.mark.parametrize("resize_mode", MODES)
 def test_plain_png_gives_pillows_pixels(kind: str, resize_mode: str, monkeypatch) -> None:
-    """libspng decodes these (not Pillow), and every output byte is what Pillow's gives."""
-    from imgbatch import images
+    """imgbatch.png decodes these (not Pillow), and every output byte is what Pillow's gives."""
+    from imgbatch import images, png
 
     data = _plain_pngs()[kind]
     with Image.open(io.BytesIO(data)) as im:
@@ -460,10 +460,10 @@ def test_plain_png_gives_pillows_pixels(kind: str, resize_mode: str, monkeypatch
         assert plain is not None
         assert np.array_equal(np.asarray(plain), np.asarray(im))
     spec = ImageSpec(size=24, resize_mode=resize_mode, background=BG)
-    decode, calls = images.imagecodecs.spng_decode, []
-    monkeypatch.setattr(images.imagecodecs, "spng_decode", lambda d: calls.append(1) or decode(d))
+    decode, calls = png.decode, []
+    monkeypatch.setattr(png, "decode", lambda d: calls.append(1) or decode(d))
     got, out = run(data, spec)
-    assert calls == [1]  # standardize took the libspng path
+    assert calls == [1]  # standardize took the imgbatch.png path
     monkeypatch.setattr(images, "_plain_png", lambda img, data: None)
     want, pillow_out = run(data, spec)
     assert out == pillow_out and out.status == "ok"
