@@ -42,9 +42,9 @@ def notebook(b):
 
 def decode_only(b):
     img = Image.open(io.BytesIO(b))
-    if img.format == "JPEG":
-        img.draft("RGB", (128, 128))
-    if images._plain_png(img, b) is None:  # the decoder imgbatch picks: libspng or Pillow
+    if img.format == "JPEG":  # the scale and scans imgbatch decodes (jpeg_scans at 1/8)
+        img, _ = images._draft(img, b, 128)
+    if images._plain_png(img, b) is None:  # the decoder imgbatch picks: imgbatch.png or Pillow
         img.load()
 
 def cpu():
