@@ -22,6 +22,8 @@ import struct
 SOI, EOI, SOF2, SOS = 0xD8, 0xD9, 0xC2, 0xDA
 # Frame types other than progressive Huffman (SOF2): left to the plain decode.
 OTHER_FRAMES = frozenset({0xC0, 0xC1, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+# Markers with no length (and a fill byte) between segments: unusual, so decoded whole.
+STANDALONE = frozenset({0x01, *range(0xD0, 0xD9), 0xFF})
 # Where entropy-coded data ends: a marker that is not a stuffed 0xFF00, a restart or a fill byte.
 _NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
@@ -46,10 +48,10 @@ def _cut(data: bytes) -> bytes | None:
         if marker == EOI:
             kept.append(data[pos : pos + 2])
             break
+        if marker in OTHER_FRAMES or marker in STANDALONE:
+            return None
         (length,) = struct.unpack_from(">H", data, pos + 2)
         end = pos + 2 + length
-        if marker in OTHER_FRAMES:
-            return None
         if marker == SOF2:
             full = _full_rate_components(data[pos + 4 : end])
         if marker != SOS:

@@ -60,13 +60,17 @@ class Plan:
         return [self.partitions[i] for i in sorted(set(ids))]
 
 
+# The modules that decide pixels (images and every imgbatch module it uses).
+PIXEL_MODULES = ("images", "png", "jpeg_scans", "spec")
+
+
 @cache
 def code_version() -> str:
     """Package version plus a hash of the modules that decide pixels: new code, new shards."""
     h = hashlib.sha256()
     here = Path(__file__).parent
-    for name in ("images.py", "spec.py"):
-        h.update((here / name).read_bytes())
+    for name in PIXEL_MODULES:
+        h.update((here / f"{name}.py").read_bytes())
     return f"{__version__}+{h.hexdigest()[:12]}"
 
 

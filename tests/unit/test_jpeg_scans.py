@@ -77,18 +77,22 @@ def test_only_progressive_files_at_one_eighth_are_cut(monkeypatch) -> None:
     assert jpeg_scans.dc_scans_only(jpeg("YCbCr 4:2:0", progressive=False)) is None
 
 
-@pytest.mark.parametrize(
-    "case", ["cut short", "cut in a scan the decode would skip", "not a JPEG", "empty"]
-)
-def test_unusual_or_damaged_files_are_decoded_whole(case: str) -> None:
+def _unusual() -> dict[str, bytes]:
     data = jpeg("YCbCr 4:2:0")
-    broken = {
+    return {
         "cut short": data[: len(data) // 2],
         "cut in a scan the decode would skip": data[:-200],
         "not a JPEG": b"\x89PNG\r\n\x1a\n" + data[2:],
         "empty": b"",
-    }[case]
-    assert jpeg_scans.dc_scans_only(broken) is None
+        "fill bytes before a segment": data[:2] + b"\xff\xff" + data[2:],
+        "a marker with no length before the frame": data[:2] + b"\xff\x01" + data[2:],
+        "lossless frame": data.replace(b"\xff\xc2", b"\xff\xc3", 1),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_unusual()))
+def test_unusual_or_damaged_files_are_decoded_whole(case: str) -> None:
+    assert jpeg_scans.dc_scans_only(_unusual()[case]) is None
 
 
 def test_a_truncated_progressive_file_is_still_corrupt() -> None:

@@ -221,3 +221,24 @@ def test_a_rewritten_plan_is_read_afresh_in_the_same_process(make_dataset, tmp_p
         reordered[4:8],
         reordered[8:12],
     ]
+
+
+def test_the_code_version_covers_every_module_that_decides_pixels():
+    """A shard made by other pixel code is never taken as done: images.py and each imgbatch
+    module it uses (the PNG and JPEG decode paths among them) are in the hash."""
+    import types
+
+    from imgbatch import images, plan
+
+    used = {
+        value.__name__.removeprefix("imgbatch.")
+        for value in vars(images).values()
+        if isinstance(value, types.ModuleType) and value.__name__.startswith("imgbatch.")
+    }
+    used |= {
+        value.__module__.removeprefix("imgbatch.")
+        for value in vars(images).values()
+        if getattr(value, "__module__", "").startswith("imgbatch.")
+    }
+    assert {"png", "jpeg_scans", "spec"} <= used
+    assert used <= set(plan.PIXEL_MODULES)
