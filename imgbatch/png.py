@@ -9,6 +9,7 @@ stored (uncompressed) deflate blocks, which its zlib only copies; libspng still 
 the file and undoes the row filters. `benchmarks.png_decode` measures it against both and
 checks every pixel.
 
+A huge image (over MAX_INFLATED) is left to libspng's own inflate, which holds less memory.
 Anything else, and any file that does not decode cleanly here, gives None: the caller then
 leaves the file to Pillow, whose outcome (and error message) stays the rule.
 """
@@ -23,6 +24,9 @@ import numpy as np
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHANNELS = {0: 1, 2: 3, 6: 4}  # colour type -> samples per pixel (grey, RGB, RGBA)
 BLOCK = 65535  # the largest stored deflate block
+# Above this many inflated bytes libspng inflates the file itself: the detour holds the image
+# data twice, which for a huge PNG on every decode worker at once would be gigabytes.
+MAX_INFLATED = 64 << 20
 _IEND = b"\x00\x00\x00\x00IEND\xae\x42\x60\x82"
 
 
@@ -37,10 +41,15 @@ def decode(data: bytes) -> np.ndarray | None:
         if depth != 8 or channels is None or compression or filtering or interlace:
             return None
         size = height * (width * channels + 1)  # each row: its filter byte, then its samples
-        raw = imagecodecs.zlibng_decode(stream, out=size)
-        if len(raw) != size:
-            return None
-        arr = imagecodecs.spng_decode(_stored_png(ihdr, raw))
+        if size > MAX_INFLATED:
+            arr = imagecodecs.spng_decode(data)
+        else:
+            raw = imagecodecs.zlibng_decode(stream, out=size)
+            if len(raw) != size:
+                return None
+            stored = _stored_png(ihdr, raw)
+            del raw  # at most two image-sized buffers at once
+            arr = imagecodecs.spng_decode(stored)
     except Exception:  # noqa: BLE001 - damaged or unusual: Pillow decides what it is
         return None
     if arr.dtype != np.uint8 or arr.size != height * width * channels:

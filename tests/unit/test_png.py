@@ -168,3 +168,21 @@ def test_the_file_handed_to_libspng_is_a_valid_png(size: int) -> None:
     assert out[at + 4 : at + 8] == b"IDAT"
     assert out[at + 8 + length : at + 12 + length] == struct.pack(">I", zlib.crc32(b"IDAT" + body))
     assert zlib.decompress(body) == raw
+
+
+def test_a_huge_image_is_inflated_by_libspng_itself(monkeypatch) -> None:
+    """Above MAX_INFLATED the stream is not inflated here (no second image-sized buffer);
+    the pixels are the same."""
+    rows = pixels("RGB", (64, 40))
+    data = png_file(rows, "RGB", filtered(rows, [4] * 40))
+    inflated = []
+    decode = png.imagecodecs.zlibng_decode
+    monkeypatch.setattr(
+        png.imagecodecs, "zlibng_decode", lambda *a, **k: inflated.append(1) or decode(*a, **k)
+    )
+    monkeypatch.setattr(png, "MAX_INFLATED", 40 * (64 * 3 + 1) - 1)
+    assert np.array_equal(png.decode(data), rows)
+    assert inflated == []
+    monkeypatch.setattr(png, "MAX_INFLATED", 40 * (64 * 3 + 1))
+    assert np.array_equal(png.decode(data), rows)
+    assert inflated == [1]
