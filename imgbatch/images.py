@@ -155,7 +155,7 @@ def _draft(img: Image.Image, data: bytes, least: int) -> tuple[Image.Image, tupl
 
 def _plain_png(img: Image.Image, data: bytes) -> Image.Image | None:
     """An 8-bit L, RGB or RGBA PNG decoded by imgbatch.png: the same pixels as Pillow's
-    decoder for about 60% of its CPU (README "Decisions"). None for any other PNG, or when
+    decoder for a little over half its CPU (README "Decisions"). None for any other PNG, or when
     that decode fails, and Pillow decodes it as before: its outcomes stay the rule."""
     if (
         img.format != "PNG"
