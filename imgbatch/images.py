@@ -145,7 +145,8 @@ def _draft(img: Image.Image, data: bytes, least: int) -> tuple[Image.Image, tupl
     if drafted is None:
         return img, None
     box = drafted[1]
-    if img.format == "JPEG" and img.info.get("progressive") and width / box[2] == 8:
+    scale = width / box[2]  # 1, 2, 4 or 8, exactly
+    if img.format == "JPEG" and img.info.get("progressive") and scale == 8:
         lean = jpeg_scans.dc_scans_only(data)
         if lean is not None:
             img = Image.open(io.BytesIO(lean), formats=("JPEG",))

@@ -5,7 +5,7 @@ component, and libjpeg entropy-decodes every scan whatever the output scale. At 
 a component sampled at the frame's full rate is rebuilt from its DC coefficients alone
 (a 1x1 inverse DCT), so its later AC scans cost most of the decode and change no output
 pixel. Cutting them decodes the same pixels for about 40% of the CPU
-(`benchmarks.throughput`, README "Decisions"); the tests compare every byte with a full
+(`benchmarks.decoders`, README "Decisions"); the tests compare every byte with a full
 decode.
 
 Kept for such a component: its DC scans and its first AC scan of the lowest band (with

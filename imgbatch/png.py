@@ -6,7 +6,7 @@ through the system zlib, which is most of a PNG's decode time on these machines 
 3.6 CPU-s for the end-to-end corpus's 313 PNGs, 2.5 of them in zlib). Here the IDAT stream
 is inflated by zlib-ng (imagecodecs.zlibng_decode: 0.7 CPU-s) and handed to libspng in
 stored (uncompressed) deflate blocks, which its zlib only copies; libspng still checks
-the file and undoes the row filters. `benchmarks.png_decode` measures it against both and
+the file and undoes the row filters. `benchmarks.decoders` measures it against both and
 checks every pixel.
 
 A huge image (over MAX_INFLATED) is left to libspng's own inflate, which holds less memory.
