@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.png_chunks import chunk
 from PIL import EpsImagePlugin, Image
 
 from benchmarks.reference import psnr, reference
@@ -61,10 +62,6 @@ def photo(index: int = 1, size: tuple[int, int] | None = None) -> Image.Image:
 
 def png_header_only(width: int, height: int) -> bytes:
     """A well-formed PNG whose IHDR claims width x height but carries almost no data."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + body))
-        return struct.pack(">I", len(body)) + kind + body + crc
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (
@@ -419,11 +416,6 @@ def test_exif_orientation_is_applied(orientation: int, resize_mode: str) -> None
 # --- PNG: imgbatch.png for plain 8-bit files, Pillow for everything else --------------------
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-
 def _after_ihdr(png: bytes, chunk: bytes) -> bytes:
     at = 8 + 25  # signature, then IHDR (length, type, 13 bytes, crc)
     return png[:at] + chunk + png[at:]
@@ -441,7 +433,7 @@ def _plain_pngs() -> dict[str, bytes]:
         "L": enc(rgb.convert("L"), "PNG"),
         "RGB": plain,
         "RGBA": enc(rgba, "PNG"),
-        "RGB with gAMA": _after_ihdr(plain, _png_chunk(b"gAMA", struct.pack(">I", 100000))),
+        "RGB with gAMA": _after_ihdr(plain, chunk(b"gAMA", struct.pack(">I", 100000))),
         "RGB with a colour key": enc(rgb, "PNG", transparency=(1, 2, 3)),
         "RGB with bytes after IEND": plain + b"trailing bytes",
     }
@@ -477,7 +469,7 @@ def test_png_whose_exif_follows_the_pixels_is_still_turned_upright() -> None:
     exif[0x0112] = 6
     raw = exif.tobytes()
     raw = raw[6:] if raw.startswith(b"Exif\x00\x00") else raw
-    tagged = _before_iend(enc(stored, "PNG"), _png_chunk(b"eXIf", raw))
+    tagged = _before_iend(enc(stored, "PNG"), chunk(b"eXIf", raw))
     with Image.open(io.BytesIO(tagged)) as im:
         assert "exif" not in im.info  # Pillow finds it only by decoding the pixels
     spec = ImageSpec(size=64)

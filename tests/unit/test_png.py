@@ -14,6 +14,7 @@ import zlib
 
 import numpy as np
 import pytest
+from helpers.png_chunks import chunk
 from PIL import Image
 
 from imgbatch import png
@@ -56,10 +57,6 @@ def filtered(rows: np.ndarray, kinds: list[int]) -> bytes:
         out.append(kind)
         out += ((x - pred) & 255).astype(np.uint8).tobytes()
     return bytes(out)
-
-
-def chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
 def png_file(rows: np.ndarray, mode: str, stream: bytes, idat_size: int = 0) -> bytes:
