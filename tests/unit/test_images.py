@@ -416,14 +416,14 @@ def test_exif_orientation_is_applied(orientation: int, resize_mode: str) -> None
 # --- PNG: imgbatch.png for plain 8-bit files, Pillow for everything else --------------------
 
 
-def _after_ihdr(png: bytes, chunk: bytes) -> bytes:
+def _after_ihdr(png: bytes, extra: bytes) -> bytes:
     at = 8 + 25  # signature, then IHDR (length, type, 13 bytes, crc)
-    return png[:at] + chunk + png[at:]
+    return png[:at] + extra + png[at:]
 
 
-def _before_iend(png: bytes, chunk: bytes) -> bytes:
+def _before_iend(png: bytes, extra: bytes) -> bytes:
     at = png.rindex(b"IEND") - 4
-    return png[:at] + chunk + png[at:]
+    return png[:at] + extra + png[at:]
 
 
 def _plain_pngs() -> dict[str, bytes]:
