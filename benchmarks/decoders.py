@@ -2,15 +2,15 @@
 
     .venv/bin/python -m benchmarks.decoders [--n 3000] [--dir D]
 
-The corpus is benchmarks.e2e's (sampledata.samples, seed 1: about 10% PNG, mostly RGBA, and
+The corpus is benchmarks.e2e's (imgbatch.sampledata.samples, seed 1: about 10% PNG, mostly RGBA, and
 progressive JPEGs among the rest), held in memory. Two tables, each decoder on the same
 files: CPU-seconds to decode them all on one thread, wall seconds on two threads (one pool,
 as the decode pool runs), and whether every output byte equals the reference's.
 
-- PNG: Pillow, libspng (imagecodecs) alone, and imgbatch.png (zlib-ng inflate, then
+- PNG: Pillow, libspng (imagecodecs) alone, and imgbatch.pixels.png (zlib-ng inflate, then
   libspng); the reference is Pillow.
 - Progressive JPEGs whose both sides are at least 8 x 128 (decoded at 1/8 for a 64-pixel
-  target): the whole file against imgbatch.jpeg_scans' cut, both through Pillow's draft
+  target): the whole file against imgbatch.pixels.jpeg_scans' cut, both through Pillow's draft
   at 1/8; the reference is the whole file.
 """
 
@@ -28,8 +28,8 @@ import numpy as np
 from PIL import Image
 
 from benchmarks import scratch
-from imgbatch import jpeg_scans, png
-from sampledata import samples
+from imgbatch.pixels import jpeg_scans, png
+from imgbatch.sampledata import samples
 
 EIGHTH = (128, 128)  # a 64-pixel target keeps at least twice that: 1/8 for files >= 1024
 
@@ -54,11 +54,11 @@ def cut_eighth(data: bytes) -> np.ndarray:
 PNG_DECODERS = {
     "Pillow": pillow,
     "libspng (imagecodecs)": imagecodecs.spng_decode,
-    "imgbatch.png (zlib-ng inflate, then libspng)": png.decode,
+    "imgbatch.pixels.png (zlib-ng inflate, then libspng)": png.decode,
 }
 JPEG_DECODERS = {
     "whole file, Pillow draft 1/8": eighth,
-    "imgbatch.jpeg_scans cut, Pillow draft 1/8": cut_eighth,
+    "imgbatch.pixels.jpeg_scans cut, Pillow draft 1/8": cut_eighth,
 }
 
 

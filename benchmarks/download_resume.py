@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgbatch.download import WgetOptions, download
+from imgbatch.acquire.download import WgetOptions, download
 from tests.helpers.http_server import serve
 
 WAITRETRY = 1.0
@@ -53,7 +53,7 @@ def run(size_mb: int, cuts: int, via: str, workdir: Path) -> list[tuple[str, str
         tries = cuts + 2
         t0 = time.perf_counter()
         if via == "flow":
-            from flows.download import download_archives
+            from imgbatch.flows.download import download_archives
 
             got = download_archives(
                 [url], str(dest), sha256=[expected], tries=tries, waitretry=WAITRETRY, retries=0
@@ -72,7 +72,7 @@ def run(size_mb: int, cuts: int, via: str, workdir: Path) -> list[tuple[str, str
             "run through",
             "download-archives flow, Prefect retries=0"
             if via == "flow"
-            else "imgbatch.download.download (wget runner, no Prefect)",
+            else "imgbatch.acquire.download.download (wget runner, no Prefect)",
         ),
         ("wget settings", f"--tries={tries} --waitretry={WAITRETRY:g} (default read timeout)"),
         ("wget runs", str(got["wget_runs"])),

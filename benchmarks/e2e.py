@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.e2e [--n 3000] [--dir D] [--port P] [--repeat 3] [--rounds 3]
 
-The corpus is N real photos made by sampledata.samples (mostly JPEG, 300-1500 px, as
+The corpus is N real photos made by imgbatch.sampledata.samples (mostly JPEG, 300-1500 px, as
 benchmarks.throughput uses). Every row of the table is one or more fresh processes, timed
 from this process by wall clock from launch to exit (interpreter start-up and imports
 included), on the same files (in the page cache after they are written):
@@ -65,13 +65,13 @@ def core_child(csv: str, images: str, out: str, partition_size: str = "") -> Non
     """The core library alone, partitions in turn on the default pools; prints its phases
     (seconds) and the partitions' CPU seconds (this process: the decode threads' too)."""
     t0 = time.perf_counter()
-    from imgbatch import parallel
-    from imgbatch.assemble import assemble
+    from imgbatch.compute import parallel
+    from imgbatch.compute.partition import run_partition
+    from imgbatch.output.assemble import assemble
     from imgbatch.params import PreprocessParams
-    from imgbatch.partition import run_partition
-    from imgbatch.plan import make_plan
-    from imgbatch.spec import ImageSpec
-    from imgbatch.storage import open_storage
+    from imgbatch.pixels.spec import ImageSpec
+    from imgbatch.plan.run_plan import make_plan
+    from imgbatch.storage.base import open_storage
 
     size = int(partition_size or PreprocessParams.model_fields["partition_size"].default)
     storage, spec = open_storage(images), ImageSpec()
@@ -159,7 +159,7 @@ class Corpus:
     """N real photos under DIR/images, the CSV naming them and a 1-row CSV."""
 
     def __init__(self, base: str, n: int) -> None:
-        from sampledata import samples
+        from imgbatch.sampledata import samples
 
         self.base, self.n = base, n
         self.images = os.path.join(base, "images")

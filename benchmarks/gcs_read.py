@@ -4,7 +4,7 @@
 
 Starts fake-gcs-server and, in front of it, the tests' FaultProxy holding every object GET
 `--latency` seconds (GCS small-object latency is ~40 ms), uploads `--n` real photos made by
-sampledata.samples (mostly JPEG, 300-800 px), and prints markdown tables:
+imgbatch.sampledata.samples (mostly JPEG, 300-800 px), and prints markdown tables:
 
 1. partition throughput (plan, then run_partition) from local disk, from gs:// straight to
    the emulator, through the proxy without latency (the proxy's own cost) and with it,
@@ -37,15 +37,15 @@ from dataclasses import dataclass
 
 import psutil
 
-from imgbatch import parallel
-from imgbatch.gcs import RetryPolicy, gs_url, make_client
-from imgbatch.partition import run_partition
-from imgbatch.plan import make_plan
-from imgbatch.reading import CHUNK, Reader
-from imgbatch.spec import ImageSpec
-from imgbatch.storage import open_storage
-from imgbatch.transfer import sync_tree
-from sampledata import samples
+from imgbatch.acquire.upload import sync_tree
+from imgbatch.compute import parallel
+from imgbatch.compute.partition import run_partition
+from imgbatch.compute.reading import CHUNK, Reader
+from imgbatch.pixels.spec import ImageSpec
+from imgbatch.plan.run_plan import make_plan
+from imgbatch.sampledata import samples
+from imgbatch.storage.base import open_storage
+from imgbatch.storage.gcs_client import RetryPolicy, gs_url, make_client
 from tests.helpers.gcs import Emulator, direct_client
 
 BUCKET = "bench"

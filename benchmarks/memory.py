@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from imgbatch import shards
+from imgbatch.output import shards
 
 S = 64
 ROWS_PER_SHARD = 1000
@@ -29,16 +29,16 @@ import json, sys, time
 t0 = time.perf_counter()
 kind, out, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if kind == "assemble":
-    from imgbatch.assemble import assemble
-    from imgbatch.plan import PartitionPlan
-    from imgbatch.spec import ImageSpec
+    from imgbatch.output.assemble import assemble
+    from imgbatch.plan.run_plan import PartitionPlan
+    from imgbatch.pixels.spec import ImageSpec
     starts = range(0, n, 1000)
     parts = [PartitionPlan(i, s, min(s + 1000, n), f"fp{i}") for i, s in enumerate(starts)]
     t0 = time.perf_counter()
     assemble(out, parts, n, ImageSpec(), {})
     result = None
 elif kind in ("numba", "numba-first"):
-    from imgbatch.stats import channel_stats
+    from imgbatch.output.stats import channel_stats
     t0 = time.perf_counter()
     result = channel_stats(out).mean
 elif kind == "numpy-int64":

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.quality [--n 200] [--size 64] [--seed 0]
 
-Writes a corpus with sampledata.samples.write_tree (JPEG and PNG, 300-1500 px) into a temp
+Writes a corpus with imgbatch.sampledata.samples.write_tree (JPEG and PNG, 300-1500 px) into a temp
 folder, standardizes every file in each resize mode and prints, per format and mode, the
 count of ok rows and their mean and min PSNR against benchmarks.reference.
 """
@@ -17,9 +17,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from benchmarks.reference import PSNR_CAP, psnr, reference
-from imgbatch.images import standardize
-from imgbatch.spec import RESIZE_MODES, ImageSpec
-from sampledata.samples import write_tree
+from imgbatch.pixels.images import standardize
+from imgbatch.pixels.spec import RESIZE_MODES, ImageSpec
+from imgbatch.sampledata.samples import write_tree
 
 Row = tuple[str, str, int, int, float, float]
 

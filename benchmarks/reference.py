@@ -2,7 +2,7 @@
 
 Full-resolution decode (no JPEG draft), EXIF orientation applied, alpha composited over
 the background, then one Lanczos resize in float geometry. Deliberately plain Pillow, written
-independently of imgbatch.images, so it can disagree with it.
+independently of imgbatch.pixels.images, so it can disagree with it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import io
 import numpy as np
 from PIL import Image, ImageOps
 
-from imgbatch.spec import ImageSpec
+from imgbatch.pixels.spec import ImageSpec
 
 PSNR_CAP = 100.0  # dB reported for identical images (the true value is infinite)
 

@@ -3,8 +3,8 @@
     .venv/bin/python -m benchmarks.scale [--rows 20000] [--unique 40] [--dir D] [--port P]
     .venv/bin/python -m benchmarks.scale --rows 20000,200000     # the issue's sizes
 
-The corpus is `--unique` small real-photo JPEGs (sampledata.samples, 48-96 px, so decoding is
-cheap and orchestration shows) hard-linked to as many distinct paths as the largest row count
+The corpus is `--unique` small real-photo JPEGs (imgbatch.sampledata.samples, 48-96 px, so decoding
+is cheap and orchestration shows) hard-linked to as many distinct paths as the largest row count
 (1,000 per folder): every row is a real file and a real decode. Everything runs against one
 server started with `imgbatch server start --port P` under a private PREFECT_HOME.
 
@@ -45,7 +45,8 @@ LAYOUTS = (1000, 100)  # rows per partition: 50 partitions, then 500
 
 def flow_child(csv: str, images: str, out: str, partition_size: str) -> None:
     """preprocess_images in this process; prints its partition phase (wall and CPU seconds)."""
-    import flows.preprocess as flow_module
+    import imgbatch.flows.preprocess as flow_module
+
     from imgbatch.params import PreprocessParams
 
     phase: dict[str, float] = {}
@@ -104,7 +105,7 @@ class Corpus:
     """`unique` small photos hard-linked to `rows` distinct paths, and one CSV per row count."""
 
     def __init__(self, base: str, unique: int, rows: int) -> None:
-        from sampledata import samples
+        from imgbatch.sampledata import samples
 
         self.base, self.images = base, os.path.join(base, "images")
         src = os.path.join(base, "src")
@@ -119,7 +120,7 @@ class Corpus:
             self.paths.append(rel)
 
     def csv(self, rows: int) -> str:
-        from sampledata import samples
+        from imgbatch.sampledata import samples
 
         path = os.path.join(self.base, f"rows-{rows}.csv")
         if not os.path.exists(path):
@@ -156,7 +157,8 @@ class Bench:
 
 def delete_shards(out: str, count: int) -> list[int]:
     """Remove `count` committed shards (first, middle, last ...); return their ids."""
-    from imgbatch.shards import SHARDS_DIR, shard_paths
+    from imgbatch.layout import SHARDS_DIR
+    from imgbatch.output.shards import shard_paths
 
     ids = sorted(int(f[5:10]) for f in os.listdir(os.path.join(out, SHARDS_DIR)) if "done" in f)
     chosen = sorted({ids[round(k * (len(ids) - 1) / (count - 1))] for k in range(count)})

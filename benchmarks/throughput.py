@@ -4,8 +4,8 @@ and the imgbatch core on threads and on processes for 1..all workers.
     .venv/bin/python -m benchmarks.throughput [--n 600] [--workers 1,2]
 
 The corpus is real photos (scikit-image's wheel) re-encoded at 300-1500 px by
-sampledata.samples (mostly JPEG, a third of them progressive; some RGBA PNG). Each row runs in
-a fresh child process on the same files, read into memory before timing, and reports:
+imgbatch.sampledata.samples (mostly JPEG, a third of them progressive; some RGBA PNG). Each
+row runs in a fresh child process on the same files, read into memory before timing, and reports:
 images/s (wall), images per CPU-second (child and its pool workers), PSNR of its 64x64
 output against the full-resolution Lanczos reference (benchmarks.reference), peak RSS.
 """
@@ -19,17 +19,18 @@ import subprocess
 import sys
 import tempfile
 
-from imgbatch import parallel
-from sampledata import samples
+from imgbatch.compute import parallel
+from imgbatch.sampledata import samples
 
 CHILD = r"""
 import io, json, sys, time
 import numpy as np, psutil
 from PIL import Image
 from benchmarks.reference import notebook as notebook_file, psnr, reference
-from imgbatch import images, parallel
-from imgbatch.partition import standardize_many
-from imgbatch.spec import ImageSpec
+from imgbatch.pixels import images
+from imgbatch.compute import parallel
+from imgbatch.compute.partition import standardize_many
+from imgbatch.pixels.spec import ImageSpec
 
 method, workers, root, listing = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 paths = open(listing).read().split()
@@ -44,7 +45,7 @@ def decode_only(b):
     img = Image.open(io.BytesIO(b))
     if img.format == "JPEG":  # the scale and scans imgbatch decodes (jpeg_scans at 1/8)
         img, _ = images._draft(img, b, 128)
-    if images._plain_png(img, b) is None:  # the decoder imgbatch picks: imgbatch.png or Pillow
+    if images._plain_png(img, b) is None:  # imgbatch's pick: pixels.png or Pillow
         img.load()
 
 def cpu():

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.upload [--files 1000] [--workers 8] [--seed 0]
 
-Writes a corpus of real photos (sampledata.samples, JPEG and PNG, 200-600 px) into a temp
+Writes a corpus of real photos (imgbatch.sampledata.samples, JPEG and PNG, 200-600 px) into a temp
 folder, starts fake-gcs-server (memory backend) on 127.0.0.1, then times, on that one
 emulator: our upload (core sync_tree, no Prefect) vs `gsutil -m cp -r`, each into its own
 prefix of one bucket; then a rerun with nothing to do, ours (one listing + local crc32c) vs
@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from imgbatch.gcs import gs_url
-from imgbatch.transfer import sync_tree
-from sampledata.samples import varied_image
+from imgbatch.acquire.upload import sync_tree
+from imgbatch.sampledata.samples import varied_image
+from imgbatch.storage.gcs_client import gs_url
 from tests.helpers.gcs import Emulator, Gsutil, direct_client
 
 BUCKET = "bench"

@@ -1,4 +1,4 @@
-"""Serve the imgbatch deployments from this process: `python -m deployments.serve`.
+"""Serve the imgbatch deployments from this process: `python -m imgbatch.deployments.serve`.
 
 `prefect.serve` registers each deployment with the Prefect API (PREFECT_API_URL), then polls
 for its runs and executes each in a subprocess here. Runs started from the UI ("Run",
@@ -6,7 +6,7 @@ for its runs and executes each in a subprocess here. Runs started from the UI ("
 schedule all land here. Parameters come from the run: the deployment sets no paths.
 
 A schedule is off unless asked for, and then carries its own parameters:
-    python -m deployments.serve --cron "0 2 * * *" \
+    python -m imgbatch.deployments.serve --cron "0 2 * * *" \
         --params '{"csv": "/data/train.csv", "images": "/data/images", "out": "/data/out"}'
 (or IMGBATCH_PREPROCESS_CRON / IMGBATCH_PREPROCESS_PARAMS). Stop with Ctrl-C or SIGTERM;
 schedules are paused on shutdown.
@@ -35,11 +35,11 @@ TAGS = ["imgbatch"]
 # Every deployed flow: (module, flow function, deployment name). deployments/prefect.yaml
 # lists the same flows under "<name>-pool" names, so the two never take over each other's.
 FLOWS: tuple[tuple[str, str, str], ...] = (
-    ("flows.preprocess", "preprocess_images", PREPROCESS_DEPLOYMENT),
-    ("flows.prepare", "prepare_dataset", "prepare"),
-    ("flows.download", "download_archives", "download"),
-    ("flows.upload", "upload_tree", "upload"),
-    ("flows.stats", "image_stats", "stats"),
+    ("imgbatch.flows.preprocess", "preprocess_images", PREPROCESS_DEPLOYMENT),
+    ("imgbatch.flows.prepare", "prepare_dataset", "prepare"),
+    ("imgbatch.flows.download", "download_archives", "download"),
+    ("imgbatch.flows.upload", "upload_tree", "upload"),
+    ("imgbatch.flows.stats", "image_stats", "stats"),
 )
 
 
@@ -71,7 +71,7 @@ def build_deployments(
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Flags, with environment fallbacks; a schedule needs csv, images and out."""
     p = argparse.ArgumentParser(
-        prog="python -m deployments.serve",
+        prog="python -m imgbatch.deployments.serve",
         description="Serve the imgbatch deployments against PREFECT_API_URL.",
     )
     p.add_argument(

@@ -7,27 +7,28 @@ when any partition failed.
 
 import time
 
+from imgbatch.flows.naming import named
+from imgbatch.flows.progress import completed_partitions_off_terminal, terminal_bar
+from imgbatch.flows.states import fails_cleanly, failure
+from imgbatch.tasks.limits import existing_limit
+from imgbatch.tasks.preprocess import assemble_outputs, plan_run, preprocess_partition
+from imgbatch.tasks.report import ProgressArtifact, publish_summary
+from imgbatch.tasks.retry import backoff
 from prefect import flow
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.naming import named
-from flows.progress import completed_partitions_off_terminal, terminal_bar
-from flows.states import fails_cleanly, failure
-from imgbatch import parallel
-from imgbatch.found import check_found
-from imgbatch.job import Job
-from imgbatch.ownership import claim_output, dataset_identity
+from imgbatch.compute import parallel
+from imgbatch.compute.job import Job
+from imgbatch.output.ownership import claim_output, dataset_identity
+from imgbatch.output.shards import split_done
 from imgbatch.params import PreprocessParams
-from imgbatch.plan import Plan, split_done
+from imgbatch.pixels.spec import ImageSpec
+from imgbatch.plan.images_found import check_found
+from imgbatch.plan.run_plan import Plan
 from imgbatch.preflight import check_preprocess
-from imgbatch.spec import ImageSpec
-from tasks.limits import existing_limit
-from tasks.preprocess import assemble_outputs, plan_run, preprocess_partition
-from tasks.report import ProgressArtifact, publish_summary
-from tasks.retry import backoff
 
 # Partitions in flight at once; they share one decode pool, so this only keeps it fed.
 PARTITIONS_IN_FLIGHT = 8

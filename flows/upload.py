@@ -4,16 +4,16 @@ One listing of the destination, only missing or different files are sent, every 
 checked by crc32c. A rerun with nothing to do costs that one listing.
 """
 
+from imgbatch.flows.naming import named
+from imgbatch.flows.states import fails_cleanly
+from imgbatch.tasks.limits import existing_limit
+from imgbatch.tasks.retry import backoff
+from imgbatch.tasks.upload import upload_files
 from prefect import flow
 
-from flows.naming import named
-from flows.states import fails_cleanly
-from imgbatch.gcs import RetryPolicy
+from imgbatch.acquire.upload import check_upload_args
 from imgbatch.params import UploadParams
-from imgbatch.transfer import check_upload_args
-from tasks.limits import existing_limit
-from tasks.retry import backoff
-from tasks.upload import upload_files
+from imgbatch.storage.gcs_client import RetryPolicy
 
 # A Prefect global concurrency limit of this name, when it exists, caps how many uploads run
 # at once across all flow runs (each holds one slot): `prefect gcl create imgbatch-upload -l 1`.

@@ -14,9 +14,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from imgbatch.compute.parallel import ExecutorKind
 from imgbatch.errors import UsageError
-from imgbatch.parallel import ExecutorKind
-from imgbatch.spec import ResizeMode
+from imgbatch.pixels.spec import ResizeMode
 
 # The largest partition array (rows x S x S x 3 bytes) held in memory while it is computed.
 MAX_PARTITION_BYTES = 4 << 30

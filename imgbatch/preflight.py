@@ -7,32 +7,13 @@ pandas, no storage client: a header read and a few stats.
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
 from imgbatch.errors import PermanentError, UsageError
 from imgbatch.params import DownloadParams, PrepareParams, PreprocessParams
-from imgbatch.urls import is_gcs_url
-
-HEADER_BYTES = 1 << 16
-
-
-def check_csv(path: str, column: str) -> None:
-    """The CSV exists, its header decodes and names `column`."""
-    if not os.path.isfile(path):
-        raise UsageError(f"CSV {path!r} does not exist (or is not a file)")
-    try:  # the first line alone: text mode would decode (and blame line 1 for) a whole buffer
-        with open(path, "rb") as f:
-            line = f.readline(HEADER_BYTES).decode("utf-8-sig")
-        header = next(csv.reader([line]), [])
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"CSV {path!r} line 1 is not UTF-8 text: {exc.reason}") from None
-    except (OSError, csv.Error) as exc:
-        raise UsageError(f"CSV {path!r} line 1 cannot be read: {exc}") from None
-    if column not in header:
-        cols = ", ".join(header) or "none"
-        raise UsageError(f"CSV {path!r} has no column {column!r} (columns: {cols})")
+from imgbatch.plan.rows import check_csv
+from imgbatch.storage.urls import is_gcs_url
 
 
 def check_images_root(root: str) -> None:
@@ -68,8 +49,8 @@ def check_preprocess(params: PreprocessParams) -> PreprocessParams:
 def check_download(params: DownloadParams) -> list[tuple[str, str, str | None]]:
     """(url, file name, sha256) per archive, once every download argument checked out:
     URLs and checksums, archive names when extracting, wget present, dest writable."""
-    from imgbatch.archive import archive_stem
-    from imgbatch.download import check_requests, ensure_writable, require_wget
+    from imgbatch.acquire.archive import archive_stem
+    from imgbatch.acquire.download import check_requests, ensure_writable, require_wget
 
     jobs = check_requests(params.urls, params.sha256)
     if params.extract:
@@ -85,7 +66,7 @@ def check_download(params: DownloadParams) -> list[tuple[str, str, str | None]]:
 
 def check_gcs_url(url: str) -> None:
     """A gs://BUCKET/PREFIX whose bucket name is valid (no network)."""
-    from imgbatch.gcs import parse_gs_url
+    from imgbatch.storage.gcs_client import parse_gs_url
 
     parse_gs_url(url)
 

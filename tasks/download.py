@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from imgbatch.tasks.limits import slot
+from imgbatch.tasks.retry import retry_options
 from prefect import get_run_logger, task
 
-from imgbatch.download import WgetOptions, download
-from imgbatch.extract import extract_archive
-from tasks.limits import slot
-from tasks.retry import retry_options
+from imgbatch.acquire.download import WgetOptions, download
+from imgbatch.acquire.extract import extract_archive
 
 PROGRESS_SECONDS = 10.0
 # A Prefect global concurrency limit of this name, when it exists, caps downloads across all

@@ -8,17 +8,17 @@ calls, for every run of a tagged task): a task run costs only its state changes.
 
 from __future__ import annotations
 
+from imgbatch.tasks.limits import slot
+from imgbatch.tasks.retry import retry_options
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from imgbatch.assemble import assemble
-from imgbatch.job import Job, run_job_partition
+from imgbatch.compute.job import Job, run_job_partition
+from imgbatch.output.assemble import assemble
 from imgbatch.params import PreprocessParams
-from imgbatch.plan import PartitionPlan, Plan, make_plan
-from imgbatch.spec import ImageSpec
-from imgbatch.storage import open_storage
-from tasks.limits import slot
-from tasks.retry import retry_options
+from imgbatch.pixels.spec import ImageSpec
+from imgbatch.plan.run_plan import PartitionPlan, Plan, make_plan
+from imgbatch.storage.base import open_storage
 
 
 @task(name="plan", cache_policy=NO_CACHE, **retry_options(3, 2.0))

@@ -23,9 +23,9 @@ from prefect.artifacts import (
 )
 from prefect.runtime import flow_run
 
-from imgbatch.assemble import PREVIEW
-from imgbatch.preview import preview_jpeg
-from imgbatch.shards import failed_rows
+from imgbatch.layout import PREVIEW
+from imgbatch.output.preview import preview_jpeg
+from imgbatch.output.shards import failed_rows
 
 PROGRESS_SECONDS = 2.0
 

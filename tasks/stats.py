@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import task
 
-from imgbatch.stats import update_run_stats
+from imgbatch.output.stats import update_run_stats
 
 
 @task(name="channel-stats")

@@ -1,4 +1,4 @@
-"""The upload task: one call to imgbatch.transfer.sync_tree, as a Prefect task.
+"""The upload task: one call to imgbatch.acquire.upload.sync_tree, as a Prefect task.
 
 Prefect retries it for transient failures only; each retry costs one listing plus the files
 still missing, since what is already there is skipped. Progress (files and bytes) goes to a
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 
+from imgbatch.tasks.limits import slot
+from imgbatch.tasks.retry import retry_options
 from prefect import task
 from prefect.artifacts import (
     create_markdown_artifact,
@@ -17,10 +19,8 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from imgbatch.gcs import RetryPolicy, gs_url
-from imgbatch.transfer import UploadProgress, UploadReport, sync_tree
-from tasks.limits import slot
-from tasks.retry import retry_options
+from imgbatch.acquire.upload import UploadProgress, UploadReport, sync_tree
+from imgbatch.storage.gcs_client import RetryPolicy, gs_url
 
 SUMMARY_KEY = "imgbatch-upload-summary"
 FAILED_KEY = "imgbatch-upload-failures"

@@ -32,7 +32,7 @@ def make_dataset(tmp_path):
     Returns (csv_path, images_root, row_paths). Small sides keep tests fast; extra rows
     (broken or missing files) can be appended through `extra`.
     """
-    from sampledata import samples
+    from imgbatch.sampledata import samples
 
     def make(n: int, extra: list[str] = (), min_side: int = 48, max_side: int = 160, seed=0):
         root = tmp_path / "images"

@@ -22,11 +22,11 @@ import numpy as np
 import psutil
 import pytest
 
-from imgbatch import parallel
+from imgbatch.compute import parallel
+from imgbatch.output.shards import shard_paths
+from imgbatch.output.verify import verify_output
 from imgbatch.params import PreprocessParams
-from imgbatch.shards import shard_paths
-from imgbatch.verify import verify_output
-from sampledata import samples
+from imgbatch.sampledata import samples
 
 N_IMAGES = 300
 PARTITION_SIZE = 20
@@ -115,7 +115,7 @@ def api_url(prefect_server: None) -> str:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> Dataset:
     """300 small real photos, a CSV, and the sha256 of a clean in-process run's images.npy."""
-    from flows.preprocess import preprocess_images
+    from imgbatch.flows.preprocess import preprocess_images
 
     base = tmp_path_factory.mktemp("crash-data")
     root = base / "images"
@@ -279,7 +279,7 @@ def test_decode_worker_killed_mid_partition_is_retried(
     Afterwards every worker must be able to exit: a worker of the broken pool left alive
     keeps that pool's manager thread blocked, and the process would then hang at exit.
     """
-    from flows.preprocess import preprocess_images
+    from imgbatch.flows.preprocess import preprocess_images
 
     me = psutil.Process()
     discarded: list[tuple] = []
@@ -349,7 +349,7 @@ def test_a_run_on_an_output_another_run_is_writing_stops_at_once(
     """While another process writes OUT (it holds the output lock), a CLI run on the same OUT
     stops at once, exit 2, with one line naming the holder, and writes nothing; once the
     holder is done the same command completes."""
-    from imgbatch.outlock import output_lock
+    from imgbatch.output.writer_lock import output_lock
 
     out = tmp_path / "out"
     env = child_env(api_url, tmp_path / "prefect-home")

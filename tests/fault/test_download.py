@@ -14,7 +14,7 @@ import time
 import pytest
 from helpers.http_server import serve
 
-from imgbatch.download import (
+from imgbatch.acquire.download import (
     WgetOptions,
     check_requests,
     classify_exit,
@@ -22,7 +22,7 @@ from imgbatch.download import (
     run_wget,
 )
 from imgbatch.errors import PermanentError, TransientError, UsageError
-from sampledata.samples import write_tree
+from imgbatch.sampledata.samples import write_tree
 
 FAST = WgetOptions(tries=3, waitretry=0, read_timeout=1, connect_timeout=2)
 MIN_SIZE = 1_600_000  # the cuts below fall inside the archive

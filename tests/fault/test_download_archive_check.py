@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from helpers.http_server import serve
 
-import imgbatch.extract
-from imgbatch.archive import verified_record
-from imgbatch.download import WgetOptions, download
+import imgbatch.acquire.extract
+from imgbatch.acquire.archive import verified_record
+from imgbatch.acquire.download import WgetOptions, download
+from imgbatch.acquire.extract import extract_archive
 from imgbatch.errors import PermanentError, TransientError
-from imgbatch.extract import extract_archive
-from sampledata.samples import write_tree
+from imgbatch.sampledata.samples import write_tree
 
 FAST = WgetOptions(tries=2, waitretry=0, read_timeout=1, connect_timeout=2)
 HTML = b"<!DOCTYPE html>\n<html><body><h1>Sign in to continue</h1></body></html>\n"
@@ -149,7 +149,7 @@ def test_checked_download_is_read_once_more_only_by_extraction(
     assert again.skipped and len(server.gets("beauty_image.tar.gz")) == 1
 
     checks = []
-    monkeypatch.setattr(imgbatch.extract, "verify_archive", checks.append)
+    monkeypatch.setattr(imgbatch.acquire.extract, "verify_archive", checks.append)
     extract_archive(got.path, tmp_path / "images")
     assert checks == []  # the recorded check stood in for a second full read
     for photo in photos[0].iterdir():

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from imgbatch.outlock import OutputBusy, output_lock, read_holder
+from imgbatch.output.writer_lock import OutputBusy, output_lock, read_holder
 
 HOLDER = """
 import sys, time
-from imgbatch.outlock import output_lock
+from imgbatch.output.writer_lock import output_lock
 with output_lock(sys.argv[1], sys.argv[2]):
     print("locked", flush=True)
     time.sleep(float(sys.argv[3]))

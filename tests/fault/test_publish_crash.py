@@ -21,26 +21,26 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imgbatch.assemble import assemble
-from imgbatch.ownership import claim_output, dataset_identity
-from imgbatch.partition import run_partition
-from imgbatch.plan import make_plan
-from imgbatch.shards import shard_paths
-from imgbatch.spec import ImageSpec
-from imgbatch.storage import open_storage
-from imgbatch.verify import verify_output
-from sampledata import samples
+from imgbatch.compute.partition import run_partition
+from imgbatch.output.assemble import assemble
+from imgbatch.output.ownership import claim_output, dataset_identity
+from imgbatch.output.shards import shard_paths
+from imgbatch.output.verify import verify_output
+from imgbatch.pixels.spec import ImageSpec
+from imgbatch.plan.run_plan import make_plan
+from imgbatch.sampledata import samples
+from imgbatch.storage.base import open_storage
 
 SPEC = ImageSpec(size=16)
 PARTITION_SIZE = 10
 
 CHILD = """
 import os, re, signal, sys
-from imgbatch.assemble import assemble
-from imgbatch.ownership import dataset_identity
-from imgbatch.plan import make_plan
-from imgbatch.spec import ImageSpec
-from imgbatch.storage import open_storage
+from imgbatch.output.assemble import assemble
+from imgbatch.output.ownership import dataset_identity
+from imgbatch.plan.run_plan import make_plan
+from imgbatch.pixels.spec import ImageSpec
+from imgbatch.storage.base import open_storage
 
 out, csv, root, when, op, pattern = sys.argv[1:]
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from helpers.gcs import LIST, OBJECT, UPLOAD, GCSBucket, Rule, crc32c_b64
 
+from imgbatch.acquire.upload import LocalFile, sync_file, sync_tree
 from imgbatch.errors import PermanentError, TransientError, UsageError
-from imgbatch.gcs import RetryPolicy, list_prefix, make_client
 from imgbatch.params import UploadParams
-from imgbatch.transfer import LocalFile, sync_file, sync_tree
-from sampledata.samples import write_tree
+from imgbatch.sampledata.samples import write_tree
+from imgbatch.storage.gcs_client import RetryPolicy, list_prefix, make_client
 
 FAST = RetryPolicy(attempts=4, initial_wait=0.02, max_wait=0.1, client_deadline=1.0, timeout=20)
 BUDGET = RetryPolicy(attempts=3, initial_wait=0.02, max_wait=0.05, client_deadline=0.3, timeout=20)
@@ -222,7 +222,7 @@ def flow_artifacts(flow_run_id) -> list:
 
 
 def test_flow_uploads_and_reports_progress_in_files_and_bytes(prefect_server, faulty_gcs, tree):
-    from flows.upload import upload_tree as upload_flow
+    from imgbatch.flows.upload import upload_tree as upload_flow
 
     faulty_gcs.proxy.set_rules(Rule("status:503", method="POST", path=UPLOAD, every=4))
     params = UploadParams(src_dir=str(tree), dest=faulty_gcs.url(PREFIX), workers=3)
@@ -245,7 +245,7 @@ def test_flow_uploads_and_reports_progress_in_files_and_bytes(prefect_server, fa
 
 
 def test_flow_fails_after_task_retries_naming_the_object(prefect_server, faulty_gcs, tree):
-    from flows.upload import upload_tree as upload_flow
+    from imgbatch.flows.upload import upload_tree as upload_flow
 
     bad = next(n for n in local_objects(tree) if "img_000002" in n)
     proxy = faulty_gcs.proxy
@@ -273,7 +273,7 @@ def test_flow_fails_after_task_retries_naming_the_object(prefect_server, faulty_
 
 
 def test_cli_upload_then_noop_rerun(prefect_server, gcs, tree, capsys):
-    from cli.main import main
+    from imgbatch.cli.main import main
 
     n = len(local_objects(tree))
     assert main(["upload", str(tree), gcs.url(PREFIX), "--workers", "3"]) == 0
@@ -294,7 +294,7 @@ def test_cli_upload_then_noop_rerun(prefect_server, gcs, tree, capsys):
     ],
 )
 def test_cli_bad_arguments_exit_2_before_any_work(faulty_gcs, capsys, argv):
-    from cli.main import main
+    from imgbatch.cli.main import main
 
     assert main(argv) == 2
     assert "imgbatch upload: error:" in capsys.readouterr().err

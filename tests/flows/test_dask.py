@@ -9,10 +9,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+from imgbatch.flows.preprocess import preprocess_images
 
-from flows.preprocess import preprocess_images
+from imgbatch.layout import SHARDS_DIR
 from imgbatch.params import PreprocessParams
-from imgbatch.shards import SHARDS_DIR
 
 distributed = pytest.importorskip("distributed")
 prefect_dask = pytest.importorskip("prefect_dask")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cli.main import main
-from imgbatch.verify import verify_output
+from imgbatch.cli.main import main
+from imgbatch.output.verify import verify_output
 
 
 def emulator_processes(port: int) -> list[str]:
@@ -35,7 +35,16 @@ def test_demo_runs_the_whole_job_through_gcs_and_leaves_no_emulator(tmp_path: Pa
     env = {k: v for k, v in os.environ.items() if k not in unset}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     proc = subprocess.run(
-        [sys.executable, "-m", "cli.main", "demo", "--workdir", str(workdir), "--rows", "60"],
+        [
+            sys.executable,
+            "-m",
+            "imgbatch.cli.main",
+            "demo",
+            "--workdir",
+            str(workdir),
+            "--rows",
+            "60",
+        ],
         env=env,
         capture_output=True,
         text=True,

@@ -6,9 +6,9 @@ from __future__ import annotations
 import importlib
 
 import pytest
+from imgbatch.deployments.serve import FLOWS
 
-from cli.main import build_parser
-from deployments.serve import FLOWS
+from imgbatch.cli.main import build_parser
 
 
 def flow_schema(module: str, attr: str) -> dict:
@@ -29,7 +29,7 @@ def test_every_form_field_has_a_description(module, attr, name):
 
 
 def test_choice_fields_are_dropdowns():
-    schema = flow_schema("flows.preprocess", "preprocess_images")
+    schema = flow_schema("imgbatch.flows.preprocess", "preprocess_images")
     fields = schema["definitions"]["PreprocessParams"]["properties"]
     assert fields["resize_mode"]["enum"] == ["stretch", "center_crop", "pad"]
     assert fields["executor"]["enum"] == ["auto", "threads", "processes"]

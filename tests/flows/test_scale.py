@@ -9,16 +9,16 @@ from uuid import UUID
 
 import numpy as np
 import pytest
+from imgbatch.flows.preprocess import preprocess_images
 
-from flows.preprocess import preprocess_images
-from imgbatch.assemble import assemble
+from imgbatch.compute.partition import run_partition
+from imgbatch.layout import SHARDS_DIR
+from imgbatch.output.assemble import assemble
+from imgbatch.output.verify import verify_output
 from imgbatch.params import PreprocessParams
-from imgbatch.partition import run_partition
-from imgbatch.plan import make_plan
-from imgbatch.shards import SHARDS_DIR
-from imgbatch.spec import ImageSpec
-from imgbatch.storage import open_storage
-from imgbatch.verify import verify_output
+from imgbatch.pixels.spec import ImageSpec
+from imgbatch.plan.run_plan import make_plan
+from imgbatch.storage.base import open_storage
 
 ROWS = 1000
 SIZE = 8

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tests.unit.test_cli_startup import clean_env
 
-IMGBATCH = [sys.executable, "-m", "cli.main"]
+IMGBATCH = [sys.executable, "-m", "imgbatch.cli.main"]
 
 
 def imgbatch(*argv: str, home: Path, timeout: float = 300, **env: str):

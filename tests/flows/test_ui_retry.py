@@ -1,6 +1,6 @@
 """The UI's Retry on a failed deployment run recomputes only the failed partition.
 
-Real parts only: the session's Prefect API server, `python -m deployments.serve` in a
+Real parts only: the session's Prefect API server, `python -m imgbatch.deployments.serve` in a
 subprocess (the runner that executes deployment runs), and the exact REST call the Prefect
 3.9 UI's Retry button makes. The fault is real too: a non-empty folder sits where partition
 2's shard must be renamed to, so committing that shard fails (EISDIR) until it is removed.
@@ -21,10 +21,10 @@ import pandas as pd
 import pytest
 from helpers.deployments import REPO, final_run, press_retry, serving, tail, wait_for, wait_idle
 from helpers.deployments import deployment as wait_deployment
+from imgbatch.tasks.report import artifact_key
 
 from imgbatch.params import PreprocessParams
-from sampledata.samples import write_csv, write_tree
-from tasks.report import artifact_key
+from imgbatch.sampledata.samples import write_csv, write_tree
 
 DEPLOYMENT = "preprocess-images/preprocess"
 N_ROWS, PARTITION_SIZE, BAD = 40, 10, 2
@@ -121,10 +121,9 @@ def failed_partitions_table(client, run_id: UUID, out: Path, attempts: int) -> l
 def test_ui_retry_recomputes_only_the_failed_partition(
     served: tuple[subprocess.Popen, Path], dataset: tuple[Path, Path], tmp_path: Path
 ) -> None:
+    from imgbatch.flows.preprocess import preprocess_images
     from prefect import get_client
     from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
-
-    from flows.preprocess import preprocess_images
 
     proc, log = served
     csv, images = dataset
@@ -222,9 +221,8 @@ def test_deployment_configs_match_the_flows() -> None:
     what the UI-retry test's serve path stands in for; this keeps the YAML from rotting.)
     """
     import yaml
+    from imgbatch.deployments.serve import PREPROCESS_DEPLOYMENT, build_deployments
     from prefect.flows import load_flow_from_entrypoint
-
-    from deployments.serve import PREPROCESS_DEPLOYMENT, build_deployments
 
     config = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
     assert config["deployments"], "no deployments in prefect.yaml"
@@ -247,4 +245,4 @@ def test_deployment_configs_match_the_flows() -> None:
     assert pool_flows == {d.flow_name: f"{d.name}-pool" for d in served}
     for d in served:
         module, func = d.entrypoint.rsplit(".", 1)
-        assert module.startswith("flows.") and func, d.entrypoint
+        assert module.startswith("imgbatch.flows.") and func, d.entrypoint

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sampledata import samples
+from imgbatch.sampledata import samples
 
 
 def category_archives(folder: Path, rows: int) -> tuple[Path, list[Path]]:

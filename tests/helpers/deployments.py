@@ -1,5 +1,6 @@
-"""`python -m deployments.serve` as a real subprocess against the session's Prefect server, and
-the exact request the Prefect 3.9 UI's Retry button sends (shared by the deployment tests)."""
+"""`python -m imgbatch.deployments.serve` as a real subprocess against the session's Prefect
+server, and the exact request the Prefect 3.9 UI's Retry button sends (shared by the deployment
+tests)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def tail(path: Path, n: int = 4000) -> str:
 
 @contextmanager
 def serving(tmp_path: Path, *args: str) -> Iterator[tuple[subprocess.Popen, Path]]:
-    """`python -m deployments.serve ARGS` against the harness API; stopped before the server.
+    """`python -m imgbatch.deployments.serve ARGS` against the harness API; stopped before the
+    server.
 
     It inherits this process's environment (e.g. STORAGE_EMULATOR_HOST set by a fixture)."""
     from prefect.settings import PREFECT_API_URL
@@ -46,7 +48,7 @@ def serving(tmp_path: Path, *args: str) -> Iterator[tuple[subprocess.Popen, Path
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("IMGBATCH_PREPROCESS_CRON", None)
-    command = [sys.executable, "-m", "deployments.serve", "--poll-seconds", "1", *args]
+    command = [sys.executable, "-m", "imgbatch.deployments.serve", "--poll-seconds", "1", *args]
     with log.open("wb") as sink:
         proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
     try:

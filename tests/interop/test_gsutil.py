@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from helpers.gcs import crc32c_b64
 
-from imgbatch.storage_gcs import GCSStorage
-from imgbatch.transfer import sync_tree
-from sampledata.samples import write_csv, write_tree
+from imgbatch.acquire.upload import sync_tree
+from imgbatch.sampledata.samples import write_csv, write_tree
+from imgbatch.storage.gcs import GCSStorage
 
 pytestmark = pytest.mark.interop
 
@@ -59,7 +59,7 @@ def test_tree_uploaded_by_gsutil_is_read_back_by_gcs_storage(gcs, gsutil, tree):
 def test_tree_uploaded_by_gsutil_preprocesses_like_the_local_folder(
     prefect_server, gcs, gsutil, tmp_path
 ):
-    from cli.main import main
+    from imgbatch.cli.main import main
 
     root = tmp_path / "images"
     paths = write_tree(root, 23, seed=5, min_side=48, max_side=240)

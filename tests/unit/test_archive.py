@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from imgbatch.archive import archive_stem, bookkeeping_dir, verify_archive
+from imgbatch.acquire.archive import archive_stem, bookkeeping_dir, verify_archive
+from imgbatch.acquire.extract import extract_archive, is_extracted, marker_path, staging_path
 from imgbatch.errors import PermanentError, UsageError
-from imgbatch.extract import extract_archive, is_extracted, marker_path, staging_path
-from sampledata.samples import write_tree
+from imgbatch.sampledata.samples import write_tree
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
@@ -194,7 +194,7 @@ def test_killed_during_extraction_rerun_starts_clean(tmp_path):
     dest = tmp_path / "out"
     staging = staging_path(archive, dest) / "data"
     code = (
-        f"from imgbatch.extract import extract_archive; extract_archive({str(archive)!r}, "
+        f"from imgbatch.acquire.extract import extract_archive; extract_archive({str(archive)!r}, "
         f"{str(dest)!r})"
     )
     proc = subprocess.Popen([sys.executable, "-c", code])

@@ -12,8 +12,8 @@ import threading
 
 import pytest
 
-from cli import prefect_setup
-from cli.main import main
+from imgbatch.cli import prefect_setup
+from imgbatch.cli.main import main
 
 HEAVY = ("prefect", "pandas", "google.cloud.storage")
 CI_VARIABLES = ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL", "BUILDKITE", "CI_NAME")
@@ -46,7 +46,7 @@ def no_prefect_settings(tmp_path, monkeypatch):
 @pytest.mark.parametrize("argv", [["--help"], ["preprocess", "--help"], ["server", "--help"]])
 def test_help_imports_neither_prefect_nor_pandas_nor_the_storage_client(argv):
     code = (
-        "import sys\nfrom cli.main import main\nrc = main(sys.argv[1:])\n"
+        "import sys\nfrom imgbatch.cli.main import main\nrc = main(sys.argv[1:])\n"
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)\n"
         "sys.exit(rc)\n"
     )
@@ -84,7 +84,7 @@ def test_defaults_leave_what_the_user_set_in_the_profile_or_environment(
 
 
 HEARTBEAT_IN_A_COMMAND = (
-    "from cli import prefect_setup\n"
+    "from imgbatch.cli import prefect_setup\n"
     "with prefect_setup.foreground_settings():\n"
     "    from prefect.settings import get_current_settings\n"
     "    print(get_current_settings().flows.heartbeat_frequency)\n"
@@ -132,7 +132,7 @@ def terminal_output(code: str, env: dict[str, str]) -> str:
 
 
 def test_no_usage_data_notice_on_a_terminal_unless_the_user_turns_telemetry_on(tmp_path):
-    quiet = "from cli import prefect_setup\nprefect_setup.set_defaults()\nimport prefect\n"
+    quiet = "from imgbatch.cli import prefect_setup\nprefect_setup.set_defaults()\nimport prefect\n"
     assert "anonymous usage data" not in terminal_output(quiet, clean_env(tmp_path / "a"))
     # The same first import with the user's choice left to Prefect does show it.
     opted_in = {**clean_env(tmp_path / "b"), "PREFECT_SERVER_ANALYTICS_ENABLED": "true"}

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-import imgbatch.extract
-from imgbatch.archive import record_verified, verified_record
+import imgbatch.acquire.extract
+from imgbatch.acquire.archive import record_verified, verified_record
+from imgbatch.acquire.extract import extract_archive, is_extracted, marker_path
 from imgbatch.errors import PermanentError
-from imgbatch.extract import extract_archive, is_extracted, marker_path
-from sampledata.samples import varied_image, write_csv
+from imgbatch.sampledata.samples import varied_image, write_csv
 
 CATEGORIES = ("beauty_image", "fashion_image", "mobile_image")
 
@@ -130,7 +130,7 @@ def test_failure_while_moving_leaves_nothing_and_rerun_completes(tmp_path, monke
     archive = tar_gz(tmp_path / "cat.tar.gz", {f"cat/{n}": d for n, d in photos.items()})
     dest = tmp_path / "images"
     extract_archive(other, dest)
-    real_replace, calls = imgbatch.extract.os.replace, []
+    real_replace, calls = imgbatch.acquire.extract.os.replace, []
 
     def replace_then_crash(src, dst):
         calls.append(dst)
@@ -138,10 +138,10 @@ def test_failure_while_moving_leaves_nothing_and_rerun_completes(tmp_path, monke
             raise OSError(28, "No space left on device")
         real_replace(src, dst)
 
-    monkeypatch.setattr(imgbatch.extract.os, "replace", replace_then_crash)
+    monkeypatch.setattr(imgbatch.acquire.extract.os, "replace", replace_then_crash)
     with pytest.raises(OSError, match="No space left"):
         extract_archive(archive, dest)
-    monkeypatch.setattr(imgbatch.extract.os, "replace", real_replace)
+    monkeypatch.setattr(imgbatch.acquire.extract.os, "replace", real_replace)
 
     assert len(calls) == 4  # three files had been moved when it failed
     assert tree_bytes(dest) == {"cat/keep.jpg": b"from another archive"}
@@ -179,9 +179,9 @@ def test_file_where_the_archive_needs_a_folder_is_refused(tmp_path):
 def test_recorded_full_check_skips_the_second_read(tmp_path, monkeypatch):
     archive = tar_gz(tmp_path / "a.tar.gz", {"cat/x.jpg": b"photo"})
     checks = []
-    real_verify = imgbatch.extract.verify_archive
+    real_verify = imgbatch.acquire.extract.verify_archive
     monkeypatch.setattr(
-        imgbatch.extract, "verify_archive", lambda a: checks.append(a) or real_verify(a)
+        imgbatch.acquire.extract, "verify_archive", lambda a: checks.append(a) or real_verify(a)
     )
     extract_archive(archive, tmp_path / "one")
     assert len(checks) == 1
@@ -211,7 +211,7 @@ def test_marker_lists_every_placed_file(tmp_path, seed):
     extract_archive(archive, dest)
     marker = marker_path(archive, dest)
     assert marker.parent == tmp_path / ".images.imgbatch" / "extracted"
-    listed = imgbatch.extract.read_json(str(marker))["files"]
+    listed = imgbatch.acquire.extract.read_json(str(marker))["files"]
     mine = {k: v for k, v in members.items() if k.startswith("beauty_image/")}
     assert {rel: entry[0] for rel, entry in listed.items()} == {k: len(v) for k, v in mine.items()}
 

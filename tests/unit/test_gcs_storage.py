@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 from helpers.gcs import LIST, MEDIA, OBJECT, Latency, Rule, crc32c_b64
 
-from imgbatch import parallel
+from imgbatch.compute import parallel
+from imgbatch.compute.partition import compute
+from imgbatch.compute.reading import Reader
 from imgbatch.errors import PermanentError, TransientError, UsageError
-from imgbatch.gcs import RetryPolicy, parse_gs_url
-from imgbatch.images import standardize
-from imgbatch.partition import compute
-from imgbatch.reading import Reader
-from imgbatch.spec import ImageSpec
-from imgbatch.storage import InvalidPath, open_storage
-from imgbatch.storage_gcs import GCSStorage
-from sampledata import samples
+from imgbatch.pixels.images import standardize
+from imgbatch.pixels.spec import ImageSpec
+from imgbatch.sampledata import samples
+from imgbatch.storage.base import InvalidPath, open_storage
+from imgbatch.storage.gcs import GCSStorage
+from imgbatch.storage.gcs_client import RetryPolicy, parse_gs_url
 
 gcs_emulator = gcs_helpers.gcs_emulator
 gcs = gcs_helpers.gcs
@@ -144,7 +144,7 @@ def test_a_finished_thread_closes_its_connections(gcs):
     import gc
     import threading
 
-    from imgbatch import gcs_read
+    from imgbatch.storage import gcs_read
 
     put(gcs, "imgs", FILES)
     storage = GCSStorage(gcs.url("imgs"))
@@ -167,7 +167,7 @@ def test_a_rejected_token_is_refreshed_once_per_read(faulty_gcs, monkeypatch):
     refresh handler stand in, and the proxy answers 401 as GCS does to a revoked token."""
     from google.oauth2.credentials import Credentials
 
-    from imgbatch import gcs_read
+    from imgbatch.storage import gcs_read
 
     tokens: list[str] = []
 

@@ -1,8 +1,8 @@
-"""imgbatch.images.standardize: bad input, every pixel mode, EXIF, alpha, resize modes, quality.
+"""pixels.images.standardize: bad input, every pixel mode, EXIF, alpha, resize modes, quality.
 
 Core only (no Prefect). Small synthetic images are made the same size as the target, so the
 resize is an exact copy and pixel values can be asserted exactly; real photos come from
-sampledata.samples and are compared with benchmarks.reference (full-resolution Lanczos).
+imgbatch.sampledata.samples and are compared with benchmarks.reference (full-resolution Lanczos).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from helpers.png_chunks import chunk
 from PIL import EpsImagePlugin, Image
 
 from benchmarks.reference import psnr, reference
-from imgbatch.images import STATUSES, standardize
-from imgbatch.spec import ImageSpec
-from sampledata import samples
+from imgbatch.pixels.images import STATUSES, standardize
+from imgbatch.pixels.spec import ImageSpec
+from imgbatch.sampledata import samples
 
 S = 16
 SPEC = ImageSpec(size=S)
@@ -151,8 +151,8 @@ def test_eps_is_rejected_without_starting_ghostscript(
 _NO_BIG_ALLOCATION = r"""
 import json, resource, sys
 from PIL import Image
-from imgbatch.images import standardize
-from imgbatch.spec import ImageSpec
+from imgbatch.pixels.images import standardize
+from imgbatch.pixels.spec import ImageSpec
 
 def vm_bytes():
     for line in open("/proc/self/status"):
@@ -413,7 +413,7 @@ def test_exif_orientation_is_applied(orientation: int, resize_mode: str) -> None
     assert psnr(untagged, want) < 25
 
 
-# --- PNG: imgbatch.png for plain 8-bit files, Pillow for everything else --------------------
+# --- PNG: imgbatch.pixels.png for plain 8-bit files, Pillow for everything else -----------------
 
 
 def _after_ihdr(png: bytes, extra: bytes) -> bytes:
@@ -442,8 +442,8 @@ def _plain_pngs() -> dict[str, bytes]:
 @pytest.mark.parametrize("kind", sorted(_plain_pngs()))
 @pytest.mark.parametrize("resize_mode", MODES)
 def test_plain_png_gives_pillows_pixels(kind: str, resize_mode: str, monkeypatch) -> None:
-    """imgbatch.png decodes these (not Pillow), and every output byte is what Pillow's gives."""
-    from imgbatch import images, png
+    """pixels.png decodes these (not Pillow), and every output byte is what Pillow's gives."""
+    from imgbatch.pixels import images, png
 
     data = _plain_pngs()[kind]
     with Image.open(io.BytesIO(data)) as im:
@@ -455,7 +455,7 @@ def test_plain_png_gives_pillows_pixels(kind: str, resize_mode: str, monkeypatch
     decode, calls = png.decode, []
     monkeypatch.setattr(png, "decode", lambda d: calls.append(1) or decode(d))
     got, out = run(data, spec)
-    assert calls == [1]  # standardize took the imgbatch.png path
+    assert calls == [1]  # standardize took the imgbatch.pixels.png path
     monkeypatch.setattr(images, "_plain_png", lambda img, data: None)
     want, pillow_out = run(data, spec)
     assert out == pillow_out and out.status == "ok"
@@ -483,7 +483,7 @@ def test_png_whose_exif_follows_the_pixels_is_still_turned_upright() -> None:
 
 @pytest.mark.parametrize("kind", ["P", "LA", "I;16", "1", "animated", "interlaced-flag"])
 def test_other_pngs_are_left_to_pillow(kind: str) -> None:
-    from imgbatch import images
+    from imgbatch.pixels import images
 
     img = photo(size=(40, 30))
     if kind == "animated":
@@ -633,7 +633,7 @@ def test_very_large_legal_image_is_deterministic(fmt: str, size: tuple[int, int]
 
 @pytest.fixture(scope="module")
 def corpus() -> list[tuple[bytes, str]]:
-    """Real photos as JPEG and PNG, 300-1500 px, fixed seed (sampledata.samples)."""
+    """Real photos as JPEG and PNG, 300-1500 px, fixed seed (imgbatch.sampledata.samples)."""
     rng = random.Random(0)
     return [samples.varied_image(rng) for _ in range(32)]
 

@@ -1,4 +1,4 @@
-"""imgbatch.jpeg_scans: a progressive JPEG decoded at 1/8 scale without the scans that scale
+"""imgbatch.pixels.jpeg_scans: a progressive JPEG decoded at 1/8 scale without the scans that scale
 ignores gives the same bytes as the whole file, for every layout it accepts; everything
 else is decoded whole, and a damaged file is still flagged.
 """
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgbatch import jpeg_scans
-from imgbatch.images import standardize
-from imgbatch.spec import ImageSpec
-from sampledata import samples
+from imgbatch.pixels import jpeg_scans
+from imgbatch.pixels.images import standardize
+from imgbatch.pixels.spec import ImageSpec
+from imgbatch.sampledata import samples
 
 BIG = (1100, 1030)  # both sides >= 8 x 128: a 64-pixel target decodes it at 1/8
 LAYOUTS = {  # name -> (mode, save options)

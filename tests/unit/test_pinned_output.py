@@ -11,12 +11,12 @@ import hashlib
 
 import pytest
 
-from imgbatch.assemble import assemble
-from imgbatch.partition import run_partition
-from imgbatch.plan import make_plan
-from imgbatch.spec import ImageSpec
-from imgbatch.storage import LocalStorage
-from sampledata import samples
+from imgbatch.compute.partition import run_partition
+from imgbatch.output.assemble import assemble
+from imgbatch.pixels.spec import ImageSpec
+from imgbatch.plan.run_plan import make_plan
+from imgbatch.sampledata import samples
+from imgbatch.storage.base import LocalStorage
 
 PINNED = {
     ImageSpec(): "48b16df6808f2dff86f03f41f5020f0eecff60c980315f5aad8c5d69af198d01",

@@ -12,15 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imgbatch import shards
-from imgbatch.assemble import ShardError, assemble
-from imgbatch.files import read_json, write_json
-from imgbatch.images import standardize
-from imgbatch.partition import run_partition
-from imgbatch.plan import make_plan
-from imgbatch.spec import ImageSpec
-from imgbatch.storage import open_storage
-from imgbatch.verify import verify_output
+from imgbatch.atomic_files import read_json, write_json
+from imgbatch.compute.partition import run_partition
+from imgbatch.output import shards
+from imgbatch.output.assemble import ShardError, assemble
+from imgbatch.output.verify import verify_output
+from imgbatch.pixels.images import standardize
+from imgbatch.pixels.spec import ImageSpec
+from imgbatch.plan.run_plan import make_plan
+from imgbatch.storage.base import open_storage
 
 DEFAULT_SPEC = ImageSpec()
 
@@ -203,7 +203,7 @@ def test_a_new_run_removes_temp_files_of_killed_writers_only(make_dataset, tmp_p
 
 
 def test_a_rewritten_plan_is_read_afresh_in_the_same_process(make_dataset, tmp_path):
-    from imgbatch.plan import read_rows
+    from imgbatch.plan.run_plan import read_rows
 
     csv, root, paths = make_dataset(12)
     out, storage = str(tmp_path / "out"), open_storage(root)
@@ -223,22 +223,36 @@ def test_a_rewritten_plan_is_read_afresh_in_the_same_process(make_dataset, tmp_p
     ]
 
 
-def test_the_code_version_covers_every_module_that_decides_pixels():
-    """A shard made by other pixel code is never taken as done: images.py and each imgbatch
-    module it uses (the PNG and JPEG decode paths among them) are in the hash."""
+def test_the_code_version_covers_every_module_that_decides_pixels(tmp_path, monkeypatch):
+    """A shard made by other pixel code is never taken as done: every imgbatch module that
+    images.py uses lives in imgbatch/pixels, and a change to any file there changes the hash."""
+    import shutil
     import types
 
-    from imgbatch import images, plan
+    from imgbatch.pixels import images
+    from imgbatch.plan import run_plan
 
     used = {
-        value.__name__.removeprefix("imgbatch.")
+        value.__name__
         for value in vars(images).values()
         if isinstance(value, types.ModuleType) and value.__name__.startswith("imgbatch.")
     }
     used |= {
-        value.__module__.removeprefix("imgbatch.")
+        value.__module__
         for value in vars(images).values()
         if getattr(value, "__module__", "").startswith("imgbatch.")
     }
-    assert {"png", "jpeg_scans", "spec"} <= used
-    assert used <= set(plan.PIXEL_MODULES)
+    assert {"imgbatch.pixels.png", "imgbatch.pixels.jpeg_scans", "imgbatch.pixels.spec"} <= used
+    assert all(name.startswith("imgbatch.pixels.") for name in used), used
+
+    before = run_plan.code_version()
+    copy = tmp_path / "pixels"
+    shutil.copytree(run_plan.PIXELS_DIR, copy)
+    monkeypatch.setattr(run_plan, "PIXELS_DIR", copy)
+    run_plan.code_version.cache_clear()
+    assert run_plan.code_version() == before
+    with open(copy / "png.py", "a") as f:
+        f.write("\n# changed\n")
+    run_plan.code_version.cache_clear()
+    assert run_plan.code_version() != before
+    run_plan.code_version.cache_clear()

@@ -1,4 +1,4 @@
-"""imgbatch.png: every PNG row filter, for every plain colour type, gives Pillow's pixels;
+"""imgbatch.pixels.png: every PNG row filter, for every plain colour type, gives Pillow's pixels;
 anything it does not decode cleanly is left to Pillow (None), never decoded wrong.
 
 The files are written here with a reference filter (numpy, from the PNG specification's
@@ -17,10 +17,10 @@ import pytest
 from helpers.png_chunks import chunk
 from PIL import Image
 
-from imgbatch import png
-from imgbatch.images import standardize
-from imgbatch.spec import ImageSpec
-from sampledata import samples
+from imgbatch.pixels import png
+from imgbatch.pixels.images import standardize
+from imgbatch.pixels.spec import ImageSpec
+from imgbatch.sampledata import samples
 
 COLOUR_TYPES = {"L": 0, "RGB": 2, "RGBA": 6}
 
@@ -127,7 +127,7 @@ def _unclean() -> dict[str, bytes]:
 @pytest.mark.parametrize("case", sorted(_unclean()))
 def test_what_does_not_decode_cleanly_is_left_to_pillow(case: str, monkeypatch) -> None:
     """None here, so standardize gives exactly Pillow's outcome for the file."""
-    from imgbatch import images
+    from imgbatch.pixels import images
 
     data = _unclean()[case]
     assert png.decode(data) is None

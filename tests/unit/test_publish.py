@@ -12,15 +12,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imgbatch.assemble import OUTPUT_FORMAT, assemble
+from imgbatch.compute.partition import run_partition
 from imgbatch.errors import PermanentError, UsageError
-from imgbatch.ownership import OutputConflict, check_output, claim_output, dataset_identity
-from imgbatch.partition import run_partition
-from imgbatch.plan import make_plan
-from imgbatch.spec import ImageSpec
-from imgbatch.storage import open_storage
-from imgbatch.verify import verify_output
-from sampledata import samples
+from imgbatch.layout import OUTPUT_FORMAT
+from imgbatch.output.assemble import assemble
+from imgbatch.output.ownership import OutputConflict, check_output, claim_output, dataset_identity
+from imgbatch.output.verify import verify_output
+from imgbatch.pixels.spec import ImageSpec
+from imgbatch.plan.run_plan import make_plan
+from imgbatch.sampledata import samples
+from imgbatch.storage.base import open_storage
 
 OUTPUTS = ("images.npy", "index.parquet", "preview.png", "run.json")
 DEFAULT_SPEC = ImageSpec()

@@ -5,9 +5,8 @@ import pytest
 
 from imgbatch.errors import UsageError
 from imgbatch.params import parse_partition_ids
-from imgbatch.plan import PartitionPlan, Plan
-from imgbatch.preflight import check_csv
-from imgbatch.rows import partitions, read_paths
+from imgbatch.plan.rows import check_csv, partitions, read_paths
+from imgbatch.plan.run_plan import PartitionPlan, Plan
 
 
 def test_read_paths_keeps_order_and_empty_cells(tmp_path):

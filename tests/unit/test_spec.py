@@ -6,7 +6,7 @@ import pytest
 
 from imgbatch.errors import UsageError
 from imgbatch.params import parse_background
-from imgbatch.spec import RESIZE_MODES, ImageSpec
+from imgbatch.pixels.spec import RESIZE_MODES, ImageSpec
 
 
 def test_defaults() -> None:

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imgbatch import stats
+from imgbatch.atomic_files import write_json
 from imgbatch.errors import UsageError
-from imgbatch.files import write_json
+from imgbatch.output import stats
 
 
 def make_out(tmp_path, images: np.ndarray, status: list[str]):

@@ -12,15 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgbatch import parallel
+from imgbatch.compute import parallel
+from imgbatch.compute.partition import compute
+from imgbatch.compute.reading import CHUNK, Reader, Window
 from imgbatch.errors import UsageError
-from imgbatch.images import standardize
-from imgbatch.partition import compute
-from imgbatch.reading import CHUNK, Reader, Window
-from imgbatch.spec import ImageSpec
-from imgbatch.storage import SCHEMES, LocalStorage, open_storage
-from imgbatch.storage_gcs import GCSStorage
-from imgbatch.urls import GCS_SCHEME, is_gcs_url
+from imgbatch.pixels.images import standardize
+from imgbatch.pixels.spec import ImageSpec
+from imgbatch.storage.base import SCHEMES, LocalStorage, open_storage
+from imgbatch.storage.gcs import GCSStorage
+from imgbatch.storage.urls import GCS_SCHEME, is_gcs_url
 
 SPEC = ImageSpec(size=16)
 
@@ -63,16 +63,22 @@ def _modules_after(import_line: str) -> set[str]:
 
 
 def test_local_storage_never_loads_the_google_client():
-    loaded = _modules_after("import imgbatch.storage, imgbatch.partition, imgbatch.plan")
-    assert "imgbatch.storage" in loaded
-    google = ("google", "imgbatch.gcs", "imgbatch.storage_gcs")
+    loaded = _modules_after(
+        "import imgbatch.storage.base, imgbatch.compute.partition, imgbatch.plan.run_plan"
+    )
+    assert "imgbatch.storage.base" in loaded
+    google = ("google", "imgbatch.storage.gcs_client", "imgbatch.storage.gcs")
     assert not {m for m in loaded if m.startswith(google)}
 
 
 def test_gcs_modules_do_not_import_the_storage_factory():
-    loaded = _modules_after("import imgbatch.storage_gcs, imgbatch.transfer")
-    assert {"imgbatch.gcs", "imgbatch.gcs_read", "imgbatch.relpath"} <= loaded
-    assert "imgbatch.storage" not in loaded
+    loaded = _modules_after("import imgbatch.storage.gcs, imgbatch.acquire.upload")
+    assert {
+        "imgbatch.storage.gcs_client",
+        "imgbatch.storage.gcs_read",
+        "imgbatch.storage.relpath",
+    } <= loaded
+    assert "imgbatch.storage.base" not in loaded
 
 
 def test_io_threads_follow_decoders_and_source():
@@ -168,7 +174,7 @@ def test_clean_relative_normalizes_as_purepath_does_and_refuses_escapes():
     from itertools import product
     from pathlib import PurePosixPath
 
-    from imgbatch.relpath import InvalidPath, clean_relative
+    from imgbatch.storage.relpath import InvalidPath, clean_relative
 
     def by_purepath(path: str) -> str:
         if not path.strip():

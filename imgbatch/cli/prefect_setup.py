@@ -1,0 +1,212 @@
+"""Getting a Prefect API before a command runs a flow: quiet, patient, one line on failure.
+
+With no server configured, Prefect would start a temporary (ephemeral) one inside the
+command: it builds its database on first use, which on a busy machine takes longer than
+Prefect's 20 s start-up timeout; it shares the command's process group, so a Ctrl-C at the
+terminal kills it and leaves the run failing for minutes; and a `kill -9` of the command
+leaves it running. So the command starts its own temporary server (cli/local_server.py:
+its own session, waited for as long as PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+default 120 s), points this process at it, stops it when the command ends, and a watchdog
+stops it if the command dies; Prefect is imported while that server starts. Help and
+argument errors never import Prefect: settings are read without it, from the environment,
+then the active profile in profiles.toml. A command's own flow run sends no heartbeat
+unless the user configured one (foreground_settings).
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import os
+import subprocess
+import sys
+import tomllib
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+
+from imgbatch.cli import local_server
+
+STARTUP_TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+DEFAULT_STARTUP_TIMEOUT = "120"
+HEARTBEAT = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")
+# Prefect's task-run recorder writes each task-run event in a transaction of its own; in
+# batches of up to 100 (or each second) the server spends half the CPU per partition
+# (README "Scale"), and a task run shows in the UI within a second.
+RECORDER = {
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+}
+OWNER = "IMGBATCH_OWNER_PID"  # inherited by every process the command starts
+TEMPORARY_NOTICE = (
+    "imgbatch: starting a temporary Prefect server (first use builds its database; "
+    "for speed run `imgbatch server start`)"
+)
+# Its own small process: blocks until the command's end of the pipe closes (the command
+# exited, however it died), then stops every process still marked as the command's.
+WATCHDOG = """
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+sys.stdin.buffer.read()
+mark = f"{sys.argv[1]}={sys.argv[2]}".encode()
+def marked():
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            env = open(f"/proc/{pid}/environ", "rb").read().split(b"\\0")
+        except OSError:
+            continue
+        if mark in env and int(pid) != os.getpid():
+            yield int(pid)
+for sig in (signal.SIGTERM, signal.SIGKILL):
+    left = list(marked())
+    for pid in left:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+    deadline = time.monotonic() + 3
+    while left and any(marked()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+"""
+
+
+# Kept for the life of the command: each holds its watchdog's pipe open.
+_WATCHDOGS: list[subprocess.Popen] = []
+
+
+class PrefectUnavailable(Exception):
+    """No Prefect API can be reached; the message says why and what to do."""
+
+
+def prefect_home() -> Path:
+    """PREFECT_HOME as Prefect resolves it (default ~/.prefect)."""
+    return Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+
+
+def profile_settings() -> dict[str, str]:
+    """The settings of the active Prefect profile, read from profiles.toml without Prefect."""
+    path = Path(os.environ.get("PREFECT_PROFILES_PATH") or prefect_home() / "profiles.toml")
+    try:
+        data = tomllib.loads(path.expanduser().read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+    active = os.environ.get("PREFECT_PROFILE") or data.get("active") or "ephemeral"
+    profile = data.get("profiles", {}).get(active, {})
+    return {str(k): str(v) for k, v in profile.items()}
+
+
+def setting(name: str) -> str | None:
+    """A Prefect setting the user configured, from the environment or the active profile."""
+    return os.environ.get(name) or profile_settings().get(name) or None
+
+
+def set_defaults() -> None:
+    """Patient start-up, batched task-run records and telemetry off, unless the user
+    configured them; before Prefect, so the servers a command starts inherit them."""
+    for name, value in {STARTUP_TIMEOUT: DEFAULT_STARTUP_TIMEOUT, **RECORDER}.items():
+        if setting(name) is None:
+            os.environ[name] = value
+    if setting("PREFECT_SERVER_ANALYTICS_ENABLED") is None:
+        os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+        # The client-side switch: without it Prefect prints its usage-data notice on a TTY.
+        os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def check_reachable(api_url: str, timeout: float = 10.0) -> None:
+    """Raise PrefectUnavailable if nothing answers at api_url (any HTTP answer will do)."""
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered (e.g. Prefect Cloud wants a key for /health)
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise PrefectUnavailable(
+            f"cannot reach the Prefect server at PREFECT_API_URL={api_url} ({reason}); "
+            "start it with `imgbatch server start`, or use a temporary one: "
+            "`imgbatch server stop` (or unset PREFECT_API_URL if you exported it)"
+        ) from None
+
+
+@contextmanager
+def one_start_at_a_time() -> Iterator[None]:
+    """Servers of one PREFECT_HOME start one after the other: the first builds (migrates)
+    the shared database, the next finds it ready (two at once can break the migration)."""
+    home = prefect_home()
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / "imgbatch-server-start.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def start_temporary_server() -> None:
+    """A server for this command only: started, waited for, used, stopped at exit."""
+    guard_with_watchdog()
+    print(TEMPORARY_NOTICE, file=sys.stderr)
+    port = local_server.free_port()
+    url = local_server.api_url(port)
+    log = prefect_home() / "imgbatch-temporary-server.log"
+    timeout = float(setting(STARTUP_TIMEOUT) or DEFAULT_STARTUP_TIMEOUT)
+    with one_start_at_a_time():
+        proc = local_server.spawn(port, log, ui=False)
+        # At exit our own kept-alive connections make its graceful shutdown wait; SQLite is
+        # crash-safe, so it gets a second, then SIGKILL.
+        atexit.register(local_server.stop_process, proc.pid, 1.0)
+        os.environ["PREFECT_API_URL"] = url
+        import_prefect_meanwhile()
+        problem = local_server.wait_healthy(proc, url, timeout, log)
+    if problem:
+        raise PrefectUnavailable(
+            f"the temporary Prefect server {problem}; run `imgbatch server start` once (it "
+            f"waits as long as needed), or raise {STARTUP_TIMEOUT}"
+        )
+
+
+def import_prefect_meanwhile() -> None:
+    """Import Prefect's flow machinery while the server starts in its own process: about
+    1.3 s of this process's CPU, on the other core, instead of after the server answers.
+    PREFECT_API_URL is set first, since Prefect reads its settings when imported."""
+    import prefect.main  # noqa: F401
+
+
+def guard_with_watchdog() -> None:
+    """Stop every process this command starts (marked by OWNER) if the command is killed."""
+    if _WATCHDOGS or not Path("/proc/self/environ").exists():
+        return  # the watchdog finds processes through /proc (Linux)
+    os.environ[OWNER] = str(os.getpid())
+    _WATCHDOGS.append(
+        subprocess.Popen(
+            [sys.executable, "-c", WATCHDOG, OWNER, str(os.getpid())],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,  # never hold the command's output open after it exits
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    )
+
+
+def prepare() -> None:
+    """Before a command runs a flow: defaults, then a reachable API (or PrefectUnavailable)."""
+    set_defaults()
+    api_url = setting("PREFECT_API_URL")
+    if api_url:
+        check_reachable(api_url)
+    else:
+        start_temporary_server()
+
+
+def foreground_settings() -> AbstractContextManager:
+    """Settings for a flow run in this process: no flow-run heartbeat unless configured.
+
+    Prefect 3.9's heartbeat thread sleeps in 1 s steps and is joined when the flow ends, so
+    every command waited 0-1 s for it; it only serves automations that mark a silent run
+    Crashed, while a command's run is watched from its own terminal (README, "Decisions").
+    Deployed runs (serve, workers) run in their own processes and keep Prefect's default.
+    """
+    if any(setting(name) for name in HEARTBEAT):
+        return nullcontext()
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    return temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})

@@ -1,0 +1,158 @@
+"""An output folder holds one dataset: a run never replaces another dataset's result, or
+files imgbatch did not make, unless asked to (overwrite), the way img2dataset's
+incremental and overwrite modes work.
+
+A dataset's identity is what decides which images land in which row: the CSV, its column,
+the images root and the pixel parameters. The CSV counts as the same when it has the same
+absolute path (new content there is a rerun: the partitions whose rows changed recompute)
+or the same sha256 (a moved or copied CSV). The sha256, not size + mtime, because a copy
+gets a new mtime and a rewrite can keep the size; hashing a CSV costs about a second per
+GB, and the CSV is read in full by the plan anyway.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from imgbatch.atomic_files import STAGED, TEMP, file_digest, fsync_dir, read_json
+from imgbatch.errors import UsageError
+from imgbatch.layout import (
+    IMAGES,
+    INDEX,
+    JOURNAL,
+    LOCK_NAME,
+    NORMALIZED,
+    OUTPUT_FORMAT,
+    PLAN_FILE,
+    PREVIEW,
+    RUN,
+    SHARDS_DIR,
+)
+from imgbatch.output.publish import recover
+from imgbatch.output.writer_lock import output_lock
+from imgbatch.pixels.spec import ImageSpec
+from imgbatch.storage.urls import is_gcs_url
+
+OUTPUTS = (RUN, IMAGES, INDEX, PREVIEW, NORMALIZED)  # the commit record first
+OWN_NAMES = frozenset({*OUTPUTS, PLAN_FILE, SHARDS_DIR, JOURNAL, LOCK_NAME})
+SAME_KEYS = ("column", "images", "size", "resize_mode", "background")
+
+
+class OutputConflict(UsageError):
+    """OUT holds another dataset's result or files imgbatch did not make."""
+
+
+def dataset_identity(csv: str, column: str, images: str, spec: ImageSpec) -> dict:
+    """What a run would write, as recorded in run["dataset"] and compared by check_output."""
+    sha256, size = file_digest(csv)
+    root = images.rstrip("/") if is_gcs_url(images) else str(Path(images).resolve())
+    return {
+        "csv": os.path.abspath(csv),
+        "csv_sha256": sha256,
+        "csv_bytes": size,
+        "column": column,
+        "images": root,
+        "size": spec.size,
+        "resize_mode": spec.resize_mode,
+        "background": list(spec.background),
+    }
+
+
+def same_dataset(old: dict, new: dict) -> bool:
+    """Same column, images root and pixel parameters, and the same CSV path or content."""
+    same_csv = old.get("csv") == new["csv"] or old.get("csv_sha256") == new["csv_sha256"]
+    return same_csv and all(old.get(k) == new[k] for k in SAME_KEYS)
+
+
+@contextmanager
+def claim_output(
+    out: str, dataset: dict, label: str, overwrite: bool = False, wait: float = 0
+) -> Iterator[str | None]:
+    """What a run does before any work on OUT, in this order, held for the whole run: take
+    the writer lock (OutputBusy), finish an interrupted publish, check that OUT is this
+    dataset's (OutputConflict). Yields recover's note (None when there was nothing to do).
+    """
+    with output_lock(out, label, wait):
+        note = recover(out)
+        check_output(out, dataset, overwrite)
+        yield note
+
+
+def check_output(out: str, dataset: dict, overwrite: bool = False) -> None:
+    """Refuse (OutputConflict, one line) to write `dataset` into an OUT that holds another one.
+
+    Fine: a missing or empty OUT, or one holding imgbatch's own result or shards of the
+    same dataset (a rerun is incremental; overwrite changes nothing then). Refused unless
+    `overwrite`: a finished result of a different dataset, outputs without imgbatch's
+    run.json, or names imgbatch does not use. With `overwrite`, a different or unknown
+    result is removed before any work: the outputs, plan.parquet and shards/; files
+    with other names are kept (imgbatch never deletes what it does not know).
+    Call it holding outlock.output_lock(out, ...), after publish.recover(out).
+    """
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out} is a file, not a folder")
+    if not os.path.isdir(out):
+        return
+    conflict = _result_conflict(out, dataset)
+    foreign = foreign_names(out)
+    if overwrite:
+        if conflict:
+            clear_outputs(out)
+        return
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        conflict = conflict or f"{out} holds files imgbatch did not make: {shown}"
+    if conflict:
+        raise OutputConflict(f"{conflict}: use --overwrite to replace it, or another --out")
+
+
+def _result_conflict(out: str, dataset: dict) -> str | None:
+    """Why OUT's outputs are not this dataset's (None: no outputs, or ours of this dataset)."""
+    present = [n for n in OUTPUTS if os.path.lexists(os.path.join(out, n))]
+    if not present:
+        return None
+    run = read_json(os.path.join(out, RUN))
+    if not run or run.get("format") != OUTPUT_FORMAT:
+        return f"{out} holds {', '.join(present)} not written by imgbatch (no run.json of ours)"
+    old = run.get("dataset")
+    if not isinstance(old, dict):
+        return f"{out} holds {IMAGES} of a dataset its run.json does not record"
+    if same_dataset(old, dataset):
+        return None
+    keys = [k for k in SAME_KEYS if old.get(k) != dataset[k]]
+    was, now = _describe(old, keys), _describe(dataset, keys)
+    return f"{out} holds {IMAGES} for {was}; this run is for {now}"
+
+
+def _describe(dataset: dict, keys: list[str]) -> str:
+    """'csv /a/b.csv size 64': the CSV and the fields that differ."""
+    return " ".join([f"csv {dataset.get('csv')}"] + [f"{k} {dataset.get(k)}" for k in keys])
+
+
+def foreign_names(out: str) -> list[str]:
+    """Names in OUT that imgbatch does not use (its temp and staged files count as its own)."""
+    names = []
+    for name in sorted(os.listdir(out)):
+        base = name
+        while (m := TEMP.search(base) or STAGED.search(base)) is not None:
+            base = base[: m.start()]
+        path = os.path.join(out, name)
+        is_dir = os.path.isdir(path) and not os.path.islink(path)
+        if base not in OWN_NAMES or (name == SHARDS_DIR) != is_dir:
+            names.append(name)
+    return names
+
+
+def clear_outputs(out: str) -> None:
+    """Delete the outputs (run.json first), the journal, plan.parquet and shards/."""
+    for name in (*OUTPUTS, JOURNAL, PLAN_FILE, SHARDS_DIR):
+        path = os.path.join(out, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.unlink(path)
+    fsync_dir(out)

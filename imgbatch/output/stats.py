@@ -1,0 +1,148 @@
+"""Exact per-channel mean/std of images.npy, and a standardized float32 copy, in one
+streaming pass each: memory stays at one block whatever N is.
+
+Sums are exact int64 (numpy's float32 `.mean()` on a large uint8 array drifts badly), the
+kernels are parallel numba loops compiled once and cached on disk (`cache=True`).
+Only `ok` rows count by default: failed rows are zero-filled and would bias the statistics.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from imgbatch.atomic_files import atomic_path, read_json, read_parquet, write_json
+from imgbatch.errors import UsageError
+from imgbatch.layout import IMAGES, INDEX, NORMALIZED, RUN
+
+BLOCK_ROWS = 4096
+
+
+@numba.njit(parallel=True, cache=True)
+def channel_sums(block: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """int64 [[sum_c], [sum_c^2]] over the kept rows of a (n, S, S, 3) uint8 block."""
+    n = block.shape[0]
+    parts = np.zeros((n, 2, 3), dtype=np.int64)
+    for i in numba.prange(n):
+        if keep[i]:
+            for y in range(block.shape[1]):
+                for x in range(block.shape[2]):
+                    for c in range(3):
+                        v = np.int64(block[i, y, x, c])
+                        parts[i, 0, c] += v
+                        parts[i, 1, c] += v * v
+    return parts.sum(axis=0)
+
+
+@numba.njit(parallel=True, cache=True)
+def standardize_block(block: np.ndarray, mean: np.ndarray, inv_std: np.ndarray) -> np.ndarray:
+    """(x - mean) / std per channel, as float32, fused in one pass."""
+    out = np.empty(block.shape, dtype=np.float32)
+    for i in numba.prange(block.shape[0]):
+        for y in range(block.shape[1]):
+            for x in range(block.shape[2]):
+                for c in range(3):
+                    out[i, y, x, c] = (np.float32(block[i, y, x, c]) - mean[c]) * inv_std[c]
+    return out
+
+
+@dataclass(frozen=True)
+class ChannelStats:
+    count: int  # pixels per channel that were counted
+    sums: tuple[int, int, int]
+    sums_sq: tuple[int, int, int]
+
+    @property
+    def mean(self) -> list[float]:
+        return [s / self.count for s in self.sums]
+
+    @property
+    def std(self) -> list[float]:
+        """Population std from exact integers: (n*sum_sq - sum^2) / n^2, no cancellation."""
+        n = self.count
+        return [
+            ((n * q - s * s) / (n * n)) ** 0.5 for s, q in zip(self.sums, self.sums_sq, strict=True)
+        ]
+
+    def to_dict(self) -> dict:
+        return {
+            "pixels_per_channel": self.count,
+            "mean": self.mean,
+            "std": self.std,
+            "scale": "0-255",
+            "rows": "ok only",
+        }
+
+
+def _blocks(path: str):
+    """Yield (start_row, uint8 block) read into one reused buffer (no memory map)."""
+    with open(path, "rb") as f:
+        if np.lib.format.read_magic(f) == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        if dtype != np.uint8 or fortran or len(shape) != 4 or shape[3] != 3:
+            raise UsageError(f"{path} is not a uint8 (N, S, S, 3) array")
+        n, row = shape[0], int(np.prod(shape[1:]))
+        buf = np.empty((min(BLOCK_ROWS, max(n, 1)),) + tuple(shape[1:]), dtype=np.uint8)
+        for start in range(0, n, BLOCK_ROWS):
+            k = min(BLOCK_ROWS, n - start)
+            view = buf[:k]
+            if f.readinto(memoryview(view).cast("B")) != k * row:
+                raise UsageError(f"{path} is shorter than its header says")
+            yield start, view
+
+
+def _ok_mask(out: str) -> np.ndarray:
+    status = read_parquet(os.path.join(out, INDEX), columns=["status"]).column("status")
+    return np.asarray(status.to_numpy(zero_copy_only=False) == "ok")
+
+
+def channel_stats(out: str) -> ChannelStats:
+    """Exact statistics of the ok rows of OUT/images.npy."""
+    path = os.path.join(out, IMAGES)
+    if not os.path.exists(path):
+        raise UsageError(f"{path} does not exist: run preprocess first")
+    ok = _ok_mask(out)
+    total = np.zeros((2, 3), dtype=np.int64)
+    pixels = 0
+    for start, block in _blocks(path):
+        keep = ok[start : start + len(block)]
+        total += channel_sums(block, keep)
+        pixels += int(keep.sum()) * block.shape[1] * block.shape[2]
+    if pixels == 0:
+        raise UsageError(f"{out} has no ok rows to compute statistics from")
+    return ChannelStats(pixels, tuple(map(int, total[0])), tuple(map(int, total[1])))
+
+
+def write_normalized(out: str, stats: ChannelStats) -> str:
+    """OUT/images_f32.npy: (x - mean) / std per channel, float32, same shape and rows."""
+    src = os.path.join(out, IMAGES)
+    mean = np.asarray(stats.mean, dtype=np.float32)
+    inv_std = np.asarray([1.0 / s if s > 0 else 0.0 for s in stats.std], dtype=np.float32)
+    dst = os.path.join(out, NORMALIZED)
+    shape = tuple(np.load(src, mmap_mode="r").shape)
+    with atomic_path(dst) as tmp, open(tmp, "wb") as f:
+        np.lib.format.write_array_header_2_0(
+            f, {"descr": "<f4", "fortran_order": False, "shape": shape}
+        )
+        for _, block in _blocks(src):
+            f.write(standardize_block(block, mean, inv_std))
+    return dst
+
+
+def update_run_stats(out: str, normalize: bool = False) -> dict:
+    """Compute the statistics, record them in run.json, optionally write images_f32.npy."""
+    run = read_json(os.path.join(out, RUN))
+    if run is None:
+        raise UsageError(f"{out} has no run.json: run preprocess first")
+    stats = channel_stats(out)
+    run["stats"] = stats.to_dict()
+    if normalize:
+        write_normalized(out, stats)
+        run["stats"]["normalized"] = NORMALIZED
+    write_json(os.path.join(out, RUN), run)
+    return run["stats"]

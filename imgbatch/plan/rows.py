@@ -1,0 +1,104 @@
+"""The CSV manifest: N ordered rows, each naming one image, cut into partitions."""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.csv as pcsv
+
+from imgbatch.errors import UsageError
+
+HEADER_BYTES = 1 << 16
+
+
+def check_csv(path: str, column: str) -> None:
+    """The CSV exists, its header decodes and names `column`."""
+    if not os.path.isfile(path):
+        raise UsageError(f"CSV {path!r} does not exist (or is not a file)")
+    try:  # the first line alone: text mode would decode (and blame line 1 for) a whole buffer
+        with open(path, "rb") as f:
+            line = f.readline(HEADER_BYTES).decode("utf-8-sig")
+        header = next(csv.reader([line]), [])
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"CSV {path!r} line 1 is not UTF-8 text: {exc.reason}") from None
+    except (OSError, csv.Error) as exc:
+        raise UsageError(f"CSV {path!r} line 1 cannot be read: {exc}") from None
+    if column not in header:
+        cols = ", ".join(header) or "none"
+        raise UsageError(f"CSV {path!r} has no column {column!r} (columns: {cols})")
+
+
+@dataclass(frozen=True)
+class Partition:
+    """Rows [start, stop) of the CSV; partition i starts at i * partition_size."""
+
+    id: int
+    start: int
+    stop: int
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+
+def read_paths(csv_path: str, column: str) -> list[str]:
+    """The image path of every row, in CSV order; an empty cell stays an empty string.
+
+    pyarrow reads it (the Parquet engine already): 200,000 rows in 0.05 s against pandas'
+    0.2-0.3 s, and its errors say which row does not parse."""
+    check_csv(csv_path, column)
+    try:
+        table = pcsv.read_csv(
+            csv_path,
+            parse_options=pcsv.ParseOptions(newlines_in_values=True),
+            convert_options=pcsv.ConvertOptions(
+                include_columns=[column],
+                column_types={column: pa.string()},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        raise UsageError(f"CSV {csv_path!r} cannot be read: {_cause(csv_path, exc)}") from None
+    paths = table.column(column).to_pylist()
+    if not paths:
+        raise UsageError(f"CSV {csv_path!r} has no rows")
+    damaged = next((i for i, p in enumerate(paths) if "\0" in p), None)
+    if damaged is not None:
+        raise UsageError(
+            f"CSV {csv_path!r} row {damaged} (line {damaged + 2}) has a NUL byte in its "
+            f"{column}: the file is damaged"
+        )
+    return paths
+
+
+def _cause(csv_path: str, exc: pa.ArrowInvalid) -> str:
+    """pyarrow's reason with the line it is about (read again, on this error path only):
+    the first line that is not UTF-8, or the first row whose field count is off."""
+    with open(csv_path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                return f"line {number} is not UTF-8 text ({bad.reason} at byte {bad.start})"
+    reason = str(exc).removeprefix("CSV parse error: ")
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        rows = csv.reader(f)
+        width = len(next(rows, []))
+        for row in rows:
+            if row and len(row) != width:
+                return f"line {rows.line_num} has {len(row)} fields, the header {width}"
+    return reason
+
+
+def partitions(n_rows: int, partition_size: int) -> list[Partition]:
+    """Fixed-size partitions in row order; the last one is ragged."""
+    if partition_size <= 0:
+        raise UsageError(f"partition size must be positive, got {partition_size}")
+    return [
+        Partition(i, start, min(start + partition_size, n_rows))
+        for i, start in enumerate(range(0, n_rows, partition_size))
+    ]

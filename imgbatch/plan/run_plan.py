@@ -1,0 +1,149 @@
+"""Plan a run: read the CSV once, take every source's identity, fingerprint each partition.
+
+The plan is written to OUT/plan.parquet (one row group per partition, so a partition reads
+only its own rows), and rewritten only when its content changed; tasks receive the plan's
+small partition records, never row lists. Which partitions are done is asked here once per
+run, from the shards' done-markers (docs/ARCHITECTURE.md, "Reruns").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from functools import cache, lru_cache
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from imgbatch import __version__
+from imgbatch.atomic_files import atomic_path, remove_stale_temps
+from imgbatch.errors import UsageError
+from imgbatch.layout import PLAN_FILE, SHARDS_DIR
+from imgbatch.pixels.spec import ImageSpec
+from imgbatch.plan.rows import partitions, read_paths
+from imgbatch.storage.base import Storage
+
+_DIGEST_KEY = b"imgbatch-digest"
+
+
+@dataclass(frozen=True)
+class PartitionPlan:
+    id: int
+    start: int
+    stop: int
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    n_rows: int
+    rows_file: str
+    partitions: list[PartitionPlan]
+    found: int  # rows whose source exists
+    first_missing: str | None  # the first row path whose source does not exist
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def select(self, ids: list[int] | None) -> list[PartitionPlan]:
+        """The chosen partitions (all when ids is None); unknown ids are a usage error."""
+        if ids is None:
+            return list(self.partitions)
+        bad = [i for i in ids if not 0 <= i < len(self.partitions)]
+        if bad:
+            last = len(self.partitions) - 1
+            raise UsageError(f"partition ids {bad} out of range: this CSV has partitions 0-{last}")
+        return [self.partitions[i] for i in sorted(set(ids))]
+
+
+# Every module in this folder decides pixels (a test checks images.py uses no module outside it).
+PIXELS_DIR = Path(__file__).parents[1] / "pixels"
+
+
+@cache
+def code_version() -> str:
+    """Package version plus a hash of the pixel code (imgbatch/pixels): new code, new shards."""
+    h = hashlib.sha256()
+    for path in sorted(PIXELS_DIR.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return f"{__version__}+{h.hexdigest()[:12]}"
+
+
+def fingerprint(
+    spec: ImageSpec, root: str, start: int, paths: list[str], identities: list[str | None]
+) -> str:
+    """Hash of code version, parameters and each row's source identity."""
+    doc = {
+        "code": code_version(),
+        "spec": spec.to_dict(),
+        "root": root,
+        "start": start,
+        "rows": [[p, i] for p, i in zip(paths, identities, strict=True)],
+    }
+    return hashlib.sha256(json.dumps(doc, separators=(",", ":")).encode()).hexdigest()
+
+
+def make_plan(
+    csv_path: str, column: str, storage: Storage, spec: ImageSpec, partition_size: int, out: str
+) -> Plan:
+    """Read the CSV, stat/list the sources once, write the plan file, fingerprint partitions."""
+    paths = read_paths(csv_path, column)
+    identities = storage.identities(paths)
+    os.makedirs(out, exist_ok=True)
+    for folder in (out, os.path.join(out, SHARDS_DIR)):
+        remove_stale_temps(folder)
+    rows_file = os.path.join(out, PLAN_FILE)
+    _write_rows(rows_file, paths, identities, partition_size)
+    plans = [
+        PartitionPlan(
+            p.id,
+            p.start,
+            p.stop,
+            fingerprint(
+                spec, storage.root, p.start, paths[p.start : p.stop], identities[p.start : p.stop]
+            ),
+        )
+        for p in partitions(len(paths), partition_size)
+    ]
+    missing = (p for p, i in zip(paths, identities, strict=True) if i in (None, "invalid"))
+    found = sum(i not in (None, "invalid") for i in identities)
+    return Plan(len(paths), rows_file, plans, found, next(missing, None))
+
+
+def _write_rows(path: str, paths: list[str], identities: list, partition_size: int) -> None:
+    """Write the plan file unless the one there holds the same rows: a no-op rerun writes none."""
+    digest = hashlib.sha256(
+        json.dumps([partition_size, paths, identities], separators=(",", ":")).encode()
+    ).hexdigest()
+    try:
+        if pq.read_schema(path).metadata.get(_DIGEST_KEY) == digest.encode():
+            return
+    except (OSError, AttributeError, pa.ArrowInvalid):
+        pass
+    table = pa.table(
+        {
+            "row": pa.array(range(len(paths)), pa.int64()),
+            "image_path": pa.array(paths, pa.string()),
+            "identity": pa.array(identities, pa.string()),
+        }
+    ).replace_schema_metadata({_DIGEST_KEY: digest})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=partition_size)
+
+
+def read_rows(rows_file: str, partition_id: int) -> list[str]:
+    """The image paths of one partition (its own row group only)."""
+    st = os.stat(rows_file)
+    footer = _footer(rows_file, st.st_ino, st.st_mtime_ns, st.st_size)
+    with pq.ParquetFile(rows_file, metadata=footer) as f:
+        return f.read_row_group(partition_id, columns=["image_path"])["image_path"].to_pylist()
+
+
+@lru_cache(maxsize=4)
+def _footer(rows_file: str, inode: int, mtime_ns: int, size: int) -> pq.FileMetaData:
+    """The plan's footer, parsed once per process and version of the file (a rewrite is a
+    new inode): it lists every row group, 2 ms to parse at 500 partitions, once each."""
+    return pq.read_metadata(rows_file)
