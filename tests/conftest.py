@@ -19,6 +19,10 @@ def prefect_server():
     Start-up is slow under load (30 s timed out on a busy 2-core machine), so the timeout
     is raised and the server shared.
     """
+    # Prefect configures its logging when prefect.main is first imported, binding its console
+    # handler to sys.stderr as it is then: here, pytest's session-wide capture, not the
+    # stream of one test's capsys, which is closed when that test ends.
+    import prefect.main  # noqa: F401
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):

@@ -12,13 +12,13 @@ GB, and the CSV is read in full by the plan anyway.
 
 from __future__ import annotations
 
+import csv
 import os
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from imgbatch.atomic_files import STAGED, TEMP, file_digest, fsync_dir, read_json
+from imgbatch.atomic_files import STAGED, TEMP, file_digest, read_json
 from imgbatch.errors import UsageError
 from imgbatch.layout import (
     IMAGES,
@@ -35,11 +35,13 @@ from imgbatch.layout import (
 from imgbatch.output.publish import recover
 from imgbatch.output.writer_lock import output_lock
 from imgbatch.pixels.spec import ImageSpec
+from imgbatch.plan.images_found import locate
 from imgbatch.storage.urls import is_gcs_url
 
 OUTPUTS = (RUN, IMAGES, INDEX, PREVIEW, NORMALIZED)  # the commit record first
 OWN_NAMES = frozenset({*OUTPUTS, PLAN_FILE, SHARDS_DIR, JOURNAL, LOCK_NAME})
 SAME_KEYS = ("column", "images", "size", "resize_mode", "background")
+ADVICE = "use --overwrite to replace it, or another --out"
 
 
 class OutputConflict(UsageError):
@@ -88,49 +90,73 @@ def check_output(out: str, dataset: dict, overwrite: bool = False) -> None:
     Fine: a missing or empty OUT, or one holding imgbatch's own result or shards of the
     same dataset (a rerun is incremental; overwrite changes nothing then). Refused unless
     `overwrite`: a finished result of a different dataset, outputs without imgbatch's
-    run.json, or names imgbatch does not use. With `overwrite`, a different or unknown
-    result is removed before any work: the outputs, plan.parquet and shards/; files
-    with other names are kept (imgbatch never deletes what it does not know).
-    Call it holding outlock.output_lock(out, ...), after publish.recover(out).
+    run.json, or names imgbatch does not use. With `overwrite` nothing is deleted here: the
+    old set stays whole until the new run publishes its own over it (assemble), so a
+    replacement that fails (a wrong images root, a crash) leaves the old result as it was.
+    Files with other names are kept (imgbatch never deletes what it does not know).
+    Call it holding writer_lock.output_lock(out, ...), after publish.recover(out).
     """
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--out {out} is a file, not a folder")
     if not os.path.isdir(out):
         return
-    conflict = _result_conflict(out, dataset)
-    foreign = foreign_names(out)
     if overwrite:
-        if conflict:
-            clear_outputs(out)
         return
-    if foreign:
+    conflict = _result_conflict(out, dataset)
+    if foreign := foreign_names(out):
         shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
-        conflict = conflict or f"{out} holds files imgbatch did not make: {shown}"
+        conflict = conflict or f"{out} holds files imgbatch did not make: {shown}: {ADVICE}"
     if conflict:
-        raise OutputConflict(f"{conflict}: use --overwrite to replace it, or another --out")
+        raise OutputConflict(conflict)
 
 
 def _result_conflict(out: str, dataset: dict) -> str | None:
-    """Why OUT's outputs are not this dataset's (None: no outputs, or ours of this dataset)."""
+    """Why OUT's outputs are not this dataset's, and what to do (None: no outputs, or ours of
+    this dataset)."""
     present = [n for n in OUTPUTS if os.path.lexists(os.path.join(out, n))]
     if not present:
         return None
     run = read_json(os.path.join(out, RUN))
     if not run or run.get("format") != OUTPUT_FORMAT:
-        return f"{out} holds {', '.join(present)} not written by imgbatch (no run.json of ours)"
+        made = ", ".join(present)
+        return f"{out} holds {made} not written by imgbatch (no run.json of ours): {ADVICE}"
     old = run.get("dataset")
     if not isinstance(old, dict):
-        return f"{out} holds {IMAGES} of a dataset its run.json does not record"
+        return f"{out} holds {IMAGES} of a dataset its run.json does not record: {ADVICE}"
     if same_dataset(old, dataset):
         return None
     keys = [k for k in SAME_KEYS if old.get(k) != dataset[k]]
+    if keys == ["images"]:
+        hint = _root_hint(dataset)
+        return (
+            f"{out} holds {IMAGES} made from images root {old.get('images')}; this run names "
+            f"{dataset['images']}{f' ({hint})' if hint else ''}. Check --images first; if it is "
+            f"right, {ADVICE}"
+        )
     was, now = _describe(old, keys), _describe(dataset, keys)
-    return f"{out} holds {IMAGES} for {was}; this run is for {now}"
+    return f"{out} holds {IMAGES} for {was}; this run is for {now}: {ADVICE}"
 
 
 def _describe(dataset: dict, keys: list[str]) -> str:
     """'csv /a/b.csv size 64': the CSV and the fields that differ."""
     return " ".join([f"csv {dataset.get('csv')}"] + [f"{k} {dataset.get(k)}" for k in keys])
+
+
+def _root_hint(dataset: dict) -> str | None:
+    """'found at ...: is the images root one folder too high?' when the CSV's first image is
+    not under the new root but near it (the usual cause of a changed root is a typo)."""
+    root = dataset["images"]
+    if is_gcs_url(root):
+        return None
+    try:
+        with open(dataset["csv"], newline="", encoding="utf-8-sig") as f:
+            first = next(csv.DictReader(f), None) or {}
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    rel = first.get(dataset["column"]) or ""
+    if not rel or os.path.isfile(os.path.join(root, rel)):
+        return None
+    return locate(root, rel)
 
 
 def foreign_names(out: str) -> list[str]:
@@ -145,14 +171,3 @@ def foreign_names(out: str) -> list[str]:
         if base not in OWN_NAMES or (name == SHARDS_DIR) != is_dir:
             names.append(name)
     return names
-
-
-def clear_outputs(out: str) -> None:
-    """Delete the outputs (run.json first), the journal, plan.parquet and shards/."""
-    for name in (*OUTPUTS, JOURNAL, PLAN_FILE, SHARDS_DIR):
-        path = os.path.join(out, name)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        elif os.path.lexists(path):
-            os.unlink(path)
-    fsync_dir(out)

@@ -104,7 +104,7 @@ def test_a_different_dataset_is_refused_then_replaced_with_overwrite(
     expected = {
         "size": "size 64; this run is for csv",
         "csv": f"csv {os.path.abspath(csv)}; this run is for csv {os.path.abspath(other_csv)}",
-        "images": f"images {Path(root).resolve()}; this run is for csv",
+        "images": f"made from images root {Path(root).resolve()}; this run names {other_root}",
     }[change]
     assert expected in message
     assert {f: sha(out / f) for f in OUTPUTS} == old
