@@ -3,7 +3,9 @@ streaming pass each: memory stays at one block whatever N is.
 
 Sums are exact int64 (numpy's float32 `.mean()` on a large uint8 array drifts badly), the
 kernels are parallel numba loops compiled once and cached on disk (`cache=True`).
-Only `ok` rows count by default: failed rows are zero-filled and would bias the statistics.
+Only `ok` rows count: failed rows are zero-filled and would bias the statistics, and in the
+float32 copy they stay all zeros, as in images.npy, so they remain recognisable (a failed
+row normalized like the others would become a plausible-looking -mean/std image).
 """
 
 from __future__ import annotations
@@ -38,10 +40,14 @@ def channel_sums(block: np.ndarray, keep: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(parallel=True, cache=True)
-def standardize_block(block: np.ndarray, mean: np.ndarray, inv_std: np.ndarray) -> np.ndarray:
-    """(x - mean) / std per channel, as float32, fused in one pass."""
-    out = np.empty(block.shape, dtype=np.float32)
+def standardize_block(
+    block: np.ndarray, keep: np.ndarray, mean: np.ndarray, inv_std: np.ndarray
+) -> np.ndarray:
+    """(x - mean) / std per channel, as float32, fused in one pass; rows not kept stay 0."""
+    out = np.zeros(block.shape, dtype=np.float32)
     for i in numba.prange(block.shape[0]):
+        if not keep[i]:
+            continue
         for y in range(block.shape[1]):
             for x in range(block.shape[2]):
                 for c in range(3):
@@ -74,6 +80,7 @@ class ChannelStats:
             "std": self.std,
             "scale": "0-255",
             "rows": "ok only",
+            "failed_rows_normalized": "all zeros",
         }
 
 
@@ -119,8 +126,10 @@ def channel_stats(out: str) -> ChannelStats:
 
 
 def write_normalized(out: str, stats: ChannelStats) -> str:
-    """OUT/images_f32.npy: (x - mean) / std per channel, float32, same shape and rows."""
+    """OUT/images_f32.npy: (x - mean) / std per channel, float32, same shape and rows; rows
+    that failed stay all zeros."""
     src = os.path.join(out, IMAGES)
+    ok = _ok_mask(out)
     mean = np.asarray(stats.mean, dtype=np.float32)
     inv_std = np.asarray([1.0 / s if s > 0 else 0.0 for s in stats.std], dtype=np.float32)
     dst = os.path.join(out, NORMALIZED)
@@ -129,8 +138,8 @@ def write_normalized(out: str, stats: ChannelStats) -> str:
         np.lib.format.write_array_header_2_0(
             f, {"descr": "<f4", "fortran_order": False, "shape": shape}
         )
-        for _, block in _blocks(src):
-            f.write(standardize_block(block, mean, inv_std))
+        for start, block in _blocks(src):
+            f.write(standardize_block(block, ok[start : start + len(block)], mean, inv_std))
     return dst
 
 

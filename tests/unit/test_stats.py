@@ -66,6 +66,25 @@ def test_normalized_copy_matches_the_formula_and_run_json_records_stats(tmp_path
     assert recorded["normalized"] == "images_f32.npy"
 
 
+def test_failed_rows_stay_all_zeros_in_the_normalized_copy(tmp_path, monkeypatch):
+    """A zero-filled failed row would otherwise become -mean/std: a plausible-looking image."""
+    monkeypatch.setattr(stats, "BLOCK_ROWS", 4)  # failed rows in several blocks
+    rng = np.random.default_rng(2)
+    images = rng.integers(1, 256, size=(10, 4, 4, 3), dtype=np.uint8)
+    status = ["ok"] * 10
+    for i in (0, 5, 9):
+        images[i] = 0
+        status[i] = ["corrupt", "missing", "rejected"][i % 3]
+    out = make_out(tmp_path, images, status)
+    stats.update_run_stats(str(out), normalize=True)
+    f32 = np.load(out / "images_f32.npy")
+    ok = np.array([x == "ok" for x in status])
+    mean, std = reference(images, ok)
+    assert not f32[~ok].any(), "failed rows must stay all zeros"
+    np.testing.assert_allclose(f32[ok], (images[ok] - mean) / std, rtol=1e-5, atol=1e-5)
+    assert all(f32[i].any() for i in np.flatnonzero(ok)), "an ok row came out all zeros"
+
+
 def test_missing_output_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="run preprocess first"):
         stats.update_run_stats(str(tmp_path))
