@@ -7,7 +7,7 @@ modes. A failure never raises: it returns a zero image and an outcome naming the
 
 Pillow decodes, except plain 8-bit PNGs laid out simply (imgbatch.png): a fast path that is a
 pure optimisation, used only where it gives exactly what Pillow gives, and switched off by
-IMGBATCH_FAST_DECODE=0 or by a failed self-check in this process (imgbatch.selfcheck).
+IMGBATCH_FAST_DECODE=0 or by a failed self-check in this process (`_self_check`).
 """
 
 from __future__ import annotations
