@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TESTDATA := .cache/testdata
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test testdata lint bench clean
 
 $(STAMP): pyproject.toml
 	@command -v wget >/dev/null || { echo "wget is missing: install it with 'apt-get install wget'"; exit 1; }
@@ -17,9 +18,18 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/imgbatch demo --workdir demo-run
 
-test: $(STAMP)
+test: $(STAMP) testdata
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	IMGBATCH_REQUIRE_TESTDATA=1 $(BIN)/python -m pytest -q
+
+# Outside files for the fast-decode differential test (tests/unit/test_fast_decode_differential.py):
+# Debian's cjpeg/jpegtran (installed when run as root) and the installed Pillow's own test images.
+testdata: $(STAMP)
+	@command -v cjpeg >/dev/null && command -v jpegtran >/dev/null || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && apt-get install -y -q --no-install-recommends libjpeg-turbo-progs; \
+	else echo "cjpeg/jpegtran are missing: apt-get install libjpeg-turbo-progs"; exit 1; fi
+	$(BIN)/python tests/helpers/outside_images.py fetch $(TESTDATA)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

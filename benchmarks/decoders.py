@@ -1,17 +1,15 @@
-"""The two decode paths imgbatch takes instead of Pillow's, on the end-to-end corpus's files.
+"""The fast decode path against Pillow's, on the end-to-end corpus's files.
 
     .venv/bin/python -m benchmarks.decoders [--n 3000] [--dir D]
 
 The corpus is benchmarks.e2e's (imgbatch.sampledata.samples, seed 1: about 10% PNG, mostly RGBA, and
-progressive JPEGs among the rest), held in memory. Two tables, each decoder on the same
-files: CPU-seconds to decode them all on one thread, wall seconds on two threads (one pool,
-as the decode pool runs), and whether every output byte equals the reference's.
+progressive JPEGs among the rest), held in memory. Two tables, CPU-seconds on one thread:
 
-- PNG: Pillow, libspng (imagecodecs) alone, and imgbatch.pixels.png (zlib-ng inflate, then
-  libspng); the reference is Pillow.
-- Progressive JPEGs whose both sides are at least 8 x 128 (decoded at 1/8 for a 64-pixel
-  target): the whole file against imgbatch.pixels.jpeg_scans' cut, both through Pillow's draft
-  at 1/8; the reference is the whole file.
+- PNG decoders alone: Pillow, libspng (imagecodecs) alone, and imgbatch.pixels.png (zlib-ng
+  inflate, then libspng), and whether every output byte equals Pillow's;
+- images.standardize at the default 64-pixel target with the fast path on and off (what
+  IMGBATCH_FAST_DECODE switches) on the same files: per kind of file and for the whole
+  corpus, with the files the fast path took, and whether every outcome and row is the same.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ import argparse
 import io
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import imagecodecs
@@ -28,10 +25,12 @@ import numpy as np
 from PIL import Image
 
 from benchmarks import scratch
-from imgbatch.pixels import jpeg_scans, png
+from imgbatch.pixels import png
+from imgbatch.pixels.images import standardize
+from imgbatch.pixels.spec import ImageSpec
 from imgbatch.sampledata import samples
 
-EIGHTH = (128, 128)  # a 64-pixel target keeps at least twice that: 1/8 for files >= 1024
+SPEC = ImageSpec()
 
 
 def pillow(data: bytes) -> np.ndarray:
@@ -40,25 +39,10 @@ def pillow(data: bytes) -> np.ndarray:
         return np.asarray(im)
 
 
-def eighth(data: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as im:
-        im.draft("RGB", EIGHTH)
-        im.load()
-        return np.asarray(im)
-
-
-def cut_eighth(data: bytes) -> np.ndarray:
-    return eighth(jpeg_scans.dc_scans_only(data) or data)
-
-
 PNG_DECODERS = {
     "Pillow": pillow,
     "libspng (imagecodecs)": imagecodecs.spng_decode,
     "imgbatch.pixels.png (zlib-ng inflate, then libspng)": png.decode,
-}
-JPEG_DECODERS = {
-    "whole file, Pillow draft 1/8": eighth,
-    "imgbatch.pixels.jpeg_scans cut, Pillow draft 1/8": cut_eighth,
 }
 
 
@@ -67,26 +51,47 @@ def corpus(base: str, n: int) -> list[bytes]:
     return [(root / p).read_bytes() for p in samples.write_tree(root, n, seed=1)]
 
 
-def progressive_at_eighth(data: bytes) -> bool:
+def kind(data: bytes) -> str:
     with Image.open(io.BytesIO(data)) as im:
-        return im.format == "JPEG" and bool(im.info.get("progressive")) and min(im.size) >= 1024
+        if im.format == "JPEG" and im.info.get("progressive"):
+            return "progressive JPEG"
+        return str(im.format)
 
 
-def table(files: list[bytes], decoders: dict[str, Callable], reference: Callable) -> None:
-    print("| decoder | CPU-s, 1 thread | wall s, 2 threads | bytes equal the reference's |")
-    print("|---|---:|---:|---|")
-    for name, decode in decoders.items():
-        cpu = time.process_time()
-        for d in files:
-            decode(d)
-        cpu = time.process_time() - cpu
-        wall = time.perf_counter()
-        with ThreadPoolExecutor(2) as pool:
-            for _ in pool.map(decode, files):
-                pass
-        wall = time.perf_counter() - wall
-        same = all(np.array_equal(np.squeeze(decode(d)), reference(d)) for d in files)
-        print(f"| {name} | {cpu:.2f} | {wall:.2f} | {'yes' if same else 'NO'} |")
+def cpu(fn: Callable, files: list[bytes]) -> tuple[float, list]:
+    t = time.process_time()
+    out = [fn(d) for d in files]
+    return time.process_time() - t, out
+
+
+def decoder_table(files: list[bytes]) -> None:
+    print("| decoder | CPU-s, 1 thread | bytes equal Pillow's |")
+    print("|---|---:|---|")
+    want = [pillow(d) for d in files]
+    for name, decode in PNG_DECODERS.items():
+        seconds, got = cpu(decode, files)
+        same = all(
+            g is not None and np.array_equal(np.squeeze(g), w)
+            for g, w in zip(got, want, strict=True)
+        )
+        print(f"| {name} | {seconds:.2f} | {'yes' if same else 'NO'} |")
+
+
+def switch_table(groups: dict[str, list[bytes]]) -> None:
+    print("| files | n | fast path took | CPU-s fast on | CPU-s off (Pillow) | saved | same rows |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for name, files in groups.items():
+        on, fast = cpu(lambda d: standardize(d, SPEC, True), files)
+        off, slow = cpu(lambda d: standardize(d, SPEC, False), files)
+        same = all(
+            a[1] == b[1] and np.array_equal(a[0], b[0]) for a, b in zip(fast, slow, strict=True)
+        )
+        took = sum(png.decode(d) is not None for d in files)
+        saved = f"{off - on:.2f} ({100 * (off - on) / off:.0f}%)"
+        print(
+            f"| {name} | {len(files)} | {took} | {on:.2f} | {off:.2f} | {saved} | "
+            f"{'yes' if same else 'NO'} |"
+        )
 
 
 def main() -> None:
@@ -99,11 +104,14 @@ def main() -> None:
     pngs = [d for d in files if d.startswith(png.SIGNATURE)]
     pixels = sum(w * h for w, h in (Image.open(io.BytesIO(d)).size for d in pngs))
     print(f"{len(pngs)} PNGs of a {args.n}-file corpus, {pixels / 1e6:.0f} megapixels\n")
-    table(pngs, PNG_DECODERS, pillow)
-    jpegs = [d for d in files if progressive_at_eighth(d)]
-    cut = sum(jpeg_scans.dc_scans_only(d) is not None for d in jpegs)
-    print(f"\n{len(jpegs)} progressive JPEGs decoded at 1/8 (both sides >= 1024 px), {cut} cut\n")
-    table(jpegs, JPEG_DECODERS, eighth)
+    decoder_table(pngs)
+    groups: dict[str, list[bytes]] = {}
+    for d in files:
+        groups.setdefault(kind(d), []).append(d)
+    groups = dict(sorted(groups.items()))
+    groups["whole corpus"] = files
+    print(f"\nimages.standardize, {SPEC.size}-pixel target, {SPEC.resize_mode}, 1 thread\n")
+    switch_table(groups)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """What a user waits for: every way of running the job, each in a fresh process, end to end.
 
     .venv/bin/python -m benchmarks.e2e [--n 3000] [--dir D] [--port P] [--repeat 3] [--rounds 3]
+    .venv/bin/python -m benchmarks.e2e --fast-decode-only [--n 3000] [--rounds 3]
 
 The corpus is N real photos made by imgbatch.sampledata.samples (mostly JPEG, 300-1500 px, as
 benchmarks.throughput uses). Every row of the table is one or more fresh processes, timed
@@ -15,6 +16,9 @@ included), on the same files (in the page cache after they are written):
   by one 1-row run first (that builds its database);
 - a 1-row `imgbatch preprocess` against the running server (the fixed cost of a run);
 - `imgbatch --help`, `imgbatch preprocess --help` and `python -c "import prefect"`.
+- the core library again with IMGBATCH_FAST_DECODE=0 (every decode Pillow's): the fast
+  decode path's gain, as the partitions' CPU seconds with the switch on and off on the same
+  files (`--fast-decode-only` runs just these two rows, without Prefect).
 The notebook, the core and the CLI against the server run in turn, `--rounds` times, and
 each row is its median run (load on a shared machine then hits all three alike); embedded
 mode runs once; the light ones (1-row, help, import) take the median of `--repeat`.
@@ -208,12 +212,27 @@ def notebook_row(c: Corpus) -> Row:
     return Row("notebook baseline (per-row PIL loop)", seconds, c.n)
 
 
-def core_row(c: Corpus) -> Row:
-    seconds, _, stdout = timed(child_argv("core", c), clean_env(None))
+def core_row(c: Corpus, fast: bool = True) -> Row:
+    """The core in a fresh process, with the fast decode path on or off (its phases keep
+    partitions_cpu, which the phase table does not show)."""
+    env = {**clean_env(None), "IMGBATCH_FAST_DECODE": "1" if fast else "0"}
+    seconds, _, stdout = timed(child_argv("core", c), env)
     core = json.loads(stdout.strip().splitlines()[-1])
     core["start-up"] = core.pop("imports")
-    del core["partitions_cpu"]
     return Row("core library (plan + run_partition + assemble)", seconds, c.n, core)
+
+
+def fast_decode_table(on: list[Row], off: list[Row]) -> None:
+    """Medians of the core's partitions with IMGBATCH_FAST_DECODE on and off, same files."""
+
+    def med(rows: list[Row], key: str) -> float:
+        return statistics.median(r.phases[key] for r in rows)
+
+    print(f"\n| core library, partitions (median of {len(on)}) | fast decode on | off | saved |")
+    print("|---|---:|---:|---:|")
+    for label, key in (("CPU-s (all threads)", "partitions_cpu"), ("wall s", "partitions")):
+        a, b = med(on, key), med(off, key)
+        print(f"| {label} | {a:.2f} | {b:.2f} | {b - a:.2f} ({100 * (b - a) / b:.1f}%) |")
 
 
 def median_row(rows: list[Row], name: str) -> Row:
@@ -227,16 +246,18 @@ def prefect_rows(c: Corpus, tmp: str, port: int, repeat: int, rounds: int) -> di
     """The heavy rows in rounds (notebook, core, CLI against the server, in turn, so load on
     a shared machine hits them alike), 1-row runs, embedded mode, the light commands."""
     server_home, embedded_home = os.path.join(tmp, "home-server"), os.path.join(tmp, "home-emb")
-    heavy: dict[str, list[Row]] = {"notebook": [], "core": [], "server": []}
+    heavy: dict[str, list[Row]] = {"notebook": [], "core": [], "server": [], "core-off": []}
     with Server(server_home, port):
         cli_row("warm-up", c.one, c.images, c.out(), server_home, 1)
         for _ in range(rounds):
             heavy["notebook"].append(notebook_row(c))
             heavy["core"].append(core_row(c))
+            heavy["core-off"].append(core_row(c, fast=False))
             run = cli_row("", c.csv, c.images, c.out(), server_home, c.n)
             heavy["server"].append(run)
         one = [cli_row("", c.one, c.images, c.out(), server_home, 1) for _ in range(repeat)]
     of = f"median of {rounds}, in turn"
+    fast_decode_table(heavy["core"], heavy["core-off"])
     rows = {
         "notebook": median_row(heavy["notebook"], f"notebook baseline (per-row PIL loop; {of})"),
         "core": median_row(heavy["core"], f"core library: plan + run_partition + assemble ({of})"),
@@ -324,11 +345,21 @@ def main() -> None:
     )
     ap.add_argument("--repeat", type=int, default=3, help="runs of each light row (median)")
     ap.add_argument("--rounds", type=int, default=3, help="runs of each heavy row (median)")
+    ap.add_argument(
+        "--fast-decode-only", action="store_true", help="only the core, fast decode on and off"
+    )
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)  # KIND CSV IMAGES OUT
     args = ap.parse_args()
     if args.child:
         kind, *paths = args.child
         (notebook_child if kind == "notebook" else core_child)(*paths)
+        return
+    if args.fast_decode_only:
+        with scratch(args.dir) as tmp:
+            corpus = Corpus(tmp, args.n)
+            runs = [(core_row(corpus), core_row(corpus, False)) for _ in range(args.rounds)]
+        print(f"{args.n} photos, {os.cpu_count()} cores")
+        fast_decode_table([a for a, _ in runs], [b for _, b in runs])
         return
     with scratch(args.dir) as tmp:
         corpus = Corpus(tmp, args.n)

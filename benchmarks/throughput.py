@@ -43,8 +43,8 @@ def notebook(b):
 
 def decode_only(b):
     img = Image.open(io.BytesIO(b))
-    if img.format == "JPEG":  # the scale and scans imgbatch decodes (jpeg_scans at 1/8)
-        img, _ = images._draft(img, b, 128)
+    if img.format == "JPEG":  # the DCT scale imgbatch decodes at
+        img, _ = images._draft(img, 128)
     if images._plain_png(img, b) is None:  # imgbatch's pick: pixels.png or Pillow
         img.load()
 

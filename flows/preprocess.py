@@ -54,6 +54,8 @@ def preprocess_images(params: PreprocessParams) -> State:
         if note:
             print(note)
         plan = plan_run(params, spec)
+        if plan.note:  # e.g. finished shards recomputed: Pillow was upgraded
+            print(plan.note)
         check_found(plan, params.images, params.min_found)
         job = Job(plan.rows_file, params.images, params.out, spec, *decoding(params))
         todo, done = split_done(params.out, plan.select(params.partitions))

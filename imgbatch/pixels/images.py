@@ -4,19 +4,27 @@ The rules (README.md, "Image rules"): an allow-list of formats, the
 decompression-bomb warning treated as an error, truncated files refused, EXIF orientation
 applied, alpha composited over a background, 16-bit scaled (not clipped), and three resize
 modes. A failure never raises: it returns a zero image and an outcome naming the reason.
-Pillow decodes, except plain 8-bit PNGs (imgbatch.pixels.png: the same pixels, faster).
+
+Pillow decodes, except plain 8-bit PNGs laid out simply (imgbatch.pixels.png): a fast path that is a
+pure optimisation, used only where it gives exactly what Pillow gives, and switched off by
+IMGBATCH_FAST_DECODE=0 or by a failed self-check in this process (`_self_check`).
 """
 
 from __future__ import annotations
 
 import io
+import logging
+import os
 import struct
+import threading
 from dataclasses import dataclass
 
+import imagecodecs
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+import PIL
+from PIL import Image, ImageFile, UnidentifiedImageError, features
 
-from imgbatch.pixels import jpeg_scans, png
+from imgbatch.pixels import png
 from imgbatch.pixels.spec import ImageSpec
 
 Image.init()
@@ -29,8 +37,19 @@ STATUSES: tuple[str, ...] = ("ok", "missing", "corrupt", "rejected", "error")
 RESAMPLE = Image.Resampling.LANCZOS
 # JPEG DCT scaling keeps at least this many times the target size, so quality holds.
 DRAFT_FACTOR = 2
-
-ImageFile.LOAD_TRUNCATED_IMAGES = False
+# "0" (or false/no/off) makes every decode Pillow's: to check a surprising row, and for tests.
+FAST_DECODE_ENV = "IMGBATCH_FAST_DECODE"
+_OFF = frozenset({"0", "false", "no", "off"})
+# Pillow reads LOAD_TRUNCATED_IMAGES as one global at decode time (ImageFile and plugins), so
+# it cannot be turned off for one decode without turning it off for every thread: the
+# caller's setting is left alone, and a decode while it is on is refused.
+TRUNCATED_ON = (
+    "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is on in this process: truncated files could not be "
+    "refused, so no image is decoded while it is on"
+)
+log = logging.getLogger(__name__)
+_check_lock = threading.Lock()
+_fast_verified: bool | None = None  # this process's self-check: None until it has run
 
 _TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -59,22 +78,107 @@ class _Refused(Exception):
         self.status = status
 
 
-def standardize(data: bytes, spec: ImageSpec) -> tuple[np.ndarray, Outcome]:
-    """Decode and standardize one image; never raises for bad input."""
+def fast_decode_requested() -> bool:
+    """The IMGBATCH_FAST_DECODE switch (on unless set to 0), read at every call."""
+    return os.environ.get(FAST_DECODE_ENV, "1").strip().lower() not in _OFF
+
+
+def pixel_libraries() -> dict[str, str | bool | None]:
+    """The library versions and the switch that decide pixels (part of every fingerprint):
+    Pillow (resize, draft), the libjpeg and zlib it was built with, and imagecodecs (libspng,
+    zlib-ng) while the fast path is requested."""
+    fast = fast_decode_requested()
+    return {
+        "pillow": PIL.__version__,
+        "libjpeg": features.version("jpg"),
+        "libjpeg_turbo": features.version("libjpeg_turbo"),
+        "zlib": features.version("zlib"),
+        "imagecodecs": imagecodecs.__version__ if fast else None,
+        "fast_decode": fast,
+    }
+
+
+def standardize(
+    data: bytes, spec: ImageSpec, fast: bool | None = None
+) -> tuple[np.ndarray, Outcome]:
+    """Decode and standardize one image; never raises for bad input. `fast` None: the switch
+    and this process's self-check decide; False: Pillow only; True: the fast path unchecked."""
+    if fast is None:
+        fast = fast_decode_requested() and _fast_path_verified()
     size = (0, 0)
     try:
+        if ImageFile.LOAD_TRUNCATED_IMAGES:
+            raise _Refused("error", TRUNCATED_ON)
         with _open(data) as img:
             size = img.size
-            arr = _to_array(img, data, spec)
+            arr = _to_array(img, data, spec, fast)
         return arr, Outcome("ok", "", *size)
     except _Refused as exc:
         return blank(spec), Outcome(exc.status, str(exc), *size)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         return blank(spec), Outcome("rejected", f"decompression bomb guard: {exc}", *size)
+    except NotImplementedError as exc:  # a variant of a format Pillow cannot decode
+        reason = f"not supported by Pillow: {_one_line(exc)}"
+        return blank(spec), Outcome("rejected", reason, *size)
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
         return blank(spec), Outcome("corrupt", _one_line(exc), *size)
     except Exception as exc:  # noqa: BLE001 - a bad image must never fail its partition
         return blank(spec), Outcome("error", f"{type(exc).__name__}: {_one_line(exc)}", *size)
+
+
+def _fast_path_verified() -> bool:
+    """Once per process: the fast path gives Pillow's rows on files made here, or it is off."""
+    global _fast_verified
+    if _fast_verified is None:
+        with _check_lock:
+            if _fast_verified is None:
+                _fast_verified = _self_check()
+    return _fast_verified
+
+
+def _self_check() -> bool:
+    """Standardize a progressive JPEG (decoded at 1/8) and plain PNGs both ways; any
+    difference (a library build that decodes otherwise) turns the fast path off here."""
+    try:
+        for name, data, spec in _check_files():
+            fast, slow = standardize(data, spec, True), standardize(data, spec, False)
+            if fast[1] != slow[1] or not np.array_equal(fast[0], slow[0]):
+                log.warning(
+                    "imgbatch: fast decoding off in process %d: the %s self-check "
+                    "differs from Pillow's (%s vs %s)",
+                    os.getpid(),
+                    name,
+                    fast[1],
+                    slow[1],
+                )
+                return False
+    except Exception as exc:  # noqa: BLE001 - a check that cannot run proves nothing
+        log.warning(
+            "imgbatch: fast decoding off in process %d: self-check failed: %s",
+            os.getpid(),
+            _one_line(exc),
+        )
+        return False
+    return True
+
+
+def _check_files() -> list[tuple[str, bytes, ImageSpec]]:
+    """Small images made in memory from a fixed pattern (no randomness)."""
+    y, x = np.mgrid[0:192, 0:256]
+    rgb = np.stack([x, y * 4 // 3, (x * y) >> 7], axis=2) % 256
+    rgb = (rgb ^ ((x // 9 + y // 7) % 2 * 60)[:, :, None]).astype(np.uint8)
+    rgba = np.concatenate([rgb, (x + y)[:, :, None].astype(np.uint8)], axis=2)
+    files = []
+    for name, arr, fmt, options in (
+        ("progressive JPEG", rgb, "JPEG", {"progressive": True, "quality": 85}),
+        ("RGB PNG", rgb[:40, :48], "PNG", {}),
+        ("RGBA PNG", rgba[:37, :53], "PNG", {}),
+        ("grey PNG", rgb[:33, :29, 1], "PNG", {}),
+    ):
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, fmt, **options)
+        files.append((name, buf.getvalue(), ImageSpec(size=16)))
+    return files
 
 
 def blank(spec: ImageSpec) -> np.ndarray:
@@ -108,22 +212,26 @@ def _open(data: bytes) -> Image.Image:
             fmt = other.format
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise _Refused("corrupt", "not a recognised image (unknown or damaged header)") from None
+    except NotImplementedError as exc:  # e.g. a DDS pixel format Pillow does not implement
+        raise _Refused("rejected", f"not supported by Pillow: {_one_line(exc)}") from None
     raise _Refused("rejected", f"format {fmt} is not allowed")
 
 
-def _to_array(img: Image.Image, data: bytes, spec: ImageSpec) -> np.ndarray:
+def _to_array(img: Image.Image, data: bytes, spec: ImageSpec, fast: bool) -> np.ndarray:
     s = spec.size
     box = None
     if img.format in ("JPEG", "MPO"):
-        img, box = _draft(img, data, s * DRAFT_FACTOR)
-    plain = _plain_png(img, data)
+        img, box = _draft(img, s * DRAFT_FACTOR)
+    plain = _plain_png(img, data) if fast else None
     if plain is None:
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)
         img.load()  # a decode error is the file's (corrupt), never taken for damaged EXIF
         orientation = _orientation(img)
-    else:  # its EXIF, if any, came before the pixels (_plain_png): no decode to find it
-        orientation = _orientation(img) if "exif" in img.info else 1
+    else:
+        # png.decode took only files with nothing after the image data, so Pillow's open
+        # already read every chunk it would take orientation from (eXIf, XMP, text).
+        orientation = _orientation(img, unloaded_png=True)
         img = plain
     img = _normalize_mode(img)
     small = _resize(img, spec, box)
@@ -135,36 +243,27 @@ def _to_array(img: Image.Image, data: bytes, spec: ImageSpec) -> np.ndarray:
     return arr
 
 
-def _draft(img: Image.Image, data: bytes, least: int) -> tuple[Image.Image, tuple | None]:
+def _draft(img: Image.Image, least: int) -> tuple[Image.Image, tuple | None]:
     """The JPEG set to decode at the smallest DCT scale that keeps `least` pixels a side, and
     the exact extent of the full image in it (the reduced last row/column is partial, so
-    geometry and aspect match the full image). At 1/8 a progressive JPEG is reopened
-    without the scans that scale ignores (imgbatch.pixels.jpeg_scans): the same pixels, less CPU."""
-    width = img.width
+    geometry and aspect match the full image)."""
     drafted = img.draft("RGB", (least, least))
     if drafted is None:
         return img, None
-    box = drafted[1]
-    scale = width / box[2]  # 1, 2, 4 or 8, exactly
-    if img.format == "JPEG" and img.info.get("progressive") and scale == 8:
-        lean = jpeg_scans.dc_scans_only(data)
-        if lean is not None:
-            img = Image.open(io.BytesIO(lean), formats=("JPEG",))
-            img.draft("RGB", (least, least))
-    return img, box
+    return img, drafted[1]
 
 
 def _plain_png(img: Image.Image, data: bytes) -> Image.Image | None:
-    """An 8-bit L, RGB or RGBA PNG decoded by imgbatch.pixels.png: the same pixels as Pillow's
-    decoder for a little over half its CPU (README "Decisions"). None for any other PNG, or when
-    that decode fails, and Pillow decodes it as before: its outcomes stay the rule."""
+    """An 8-bit L, RGB or RGBA PNG decoded by imgbatch.pixels.png: Pillow's pixels for about half
+    its CPU (docs/decisions/fast-decoders.md). None for any other PNG, any layout png.decode
+    does not take, or any file that does not decode cleanly there: Pillow then decodes it,
+    so its outcomes and reasons stay the rule."""
     if (
         img.format != "PNG"
         or img.mode not in ("L", "RGB", "RGBA")
         or [t.args for t in img.tile] != [img.mode]  # not 16-bit, palette or low bit depth
         or img.info.get("interlace")
         or getattr(img, "n_frames", 1) > 1
-        or ("exif" not in img.info and b"eXIf" in data)  # EXIF after the pixels: Pillow
     ):
         return None
     arr = png.decode(data)
@@ -174,9 +273,13 @@ def _plain_png(img: Image.Image, data: bytes) -> Image.Image | None:
     return out if out.mode == img.mode else None
 
 
-def _orientation(img: Image.Image) -> int:
+def _orientation(img: Image.Image, unloaded_png: bool = False) -> int:
+    """EXIF orientation, from wherever Pillow finds it (EXIF, XMP, PNG text chunks). For a PNG
+    whose pixels Pillow did not load, Image's own getexif reads the same info without the
+    decode PngImageFile.getexif would start."""
     try:
-        return int(img.getexif().get(0x0112, 1))
+        exif = Image.Image.getexif(img) if unloaded_png else img.getexif()
+        return int(exif.get(0x0112, 1))
     except Exception:  # noqa: BLE001 - damaged EXIF: keep the pixels, skip the rotation
         return 1
 

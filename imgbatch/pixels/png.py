@@ -9,9 +9,13 @@ stored (uncompressed) deflate blocks, which its zlib only copies; libspng still 
 the file and undoes the row filters. `benchmarks.decoders` measures it against both and
 checks every pixel.
 
-A huge image (over MAX_INFLATED) is left to libspng's own inflate, which holds less memory.
-Anything else, and any file that does not decode cleanly here, gives None: the caller then
-leaves the file to Pillow, whose outcome (and error message) stays the rule.
+Only one layout is taken: IHDR first, the IDAT chunks in one unbroken run, and IEND right
+after it. Anything Pillow treats specially after the image data (text chunks that carry
+orientation, an eXIf chunk, a chunk between IDATs that Pillow reads as a truncated file) or
+anywhere (APNG's acTL/fcTL/fdAT) gives None, and so does any file that does not decode
+cleanly here: the caller then leaves the file to Pillow, whose outcome (and error message)
+stays the rule. A huge image (over MAX_INFLATED) is left to libspng's own inflate, which
+holds less memory.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ BLOCK = 65535  # the largest stored deflate block
 # data twice, which for a huge PNG on every decode worker at once would be gigabytes.
 MAX_INFLATED = 64 << 20
 _IEND = b"\x00\x00\x00\x00IEND\xae\x42\x60\x82"
+ANIMATION = frozenset({b"acTL", b"fcTL", b"fdAT"})
 
 
 def decode(data: bytes) -> np.ndarray | None:
@@ -58,7 +63,8 @@ def decode(data: bytes) -> np.ndarray | None:
 
 
 def _chunks(data: bytes) -> tuple[bytes, bytes]:
-    """The whole IHDR chunk and the concatenated IDAT data; raises on a damaged chunk list."""
+    """The IHDR chunk and the joined IDAT data of a file laid out as the module docstring
+    says; raises on any other layout or a damaged chunk list."""
     if not data.startswith(SIGNATURE):
         raise ValueError("not a PNG")
     pos, ihdr, parts = len(SIGNATURE), b"", []
@@ -67,15 +73,19 @@ def _chunks(data: bytes) -> tuple[bytes, bytes]:
         end = pos + 12 + length  # length, type, body, crc
         if end > len(data):
             raise ValueError("truncated chunk")
-        if kind == b"IHDR" and length == 13:
+        if pos == len(SIGNATURE):
+            if kind != b"IHDR" or length != 13:
+                raise ValueError("IHDR is not the first chunk")
             ihdr = data[pos:end]
         elif kind == b"IDAT":
             parts.append(data[pos + 8 : end - 4])
         elif kind == b"IEND":
             break
+        elif parts or kind in ANIMATION or kind == b"IHDR":  # so the IDATs are one run, too
+            raise ValueError(f"{kind!r} after image data, in an animation, or a second IHDR")
         pos = end
-    if not ihdr or not parts:
-        raise ValueError("no IHDR or IDAT")
+    if not parts:
+        raise ValueError("no IDAT")
     return ihdr, b"".join(parts)
 
 

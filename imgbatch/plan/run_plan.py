@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass
 from functools import cache, lru_cache
@@ -22,11 +23,14 @@ from imgbatch import __version__
 from imgbatch.atomic_files import atomic_path, remove_stale_temps
 from imgbatch.errors import UsageError
 from imgbatch.layout import PLAN_FILE, SHARDS_DIR
+from imgbatch.pixels.images import pixel_libraries
 from imgbatch.pixels.spec import ImageSpec
 from imgbatch.plan.rows import partitions, read_paths
 from imgbatch.storage.base import Storage
 
 _DIGEST_KEY = b"imgbatch-digest"
+_LIBRARIES_KEY = b"imgbatch-pixel-libraries"  # what decided the pixels of the last plan
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class Plan:
     partitions: list[PartitionPlan]
     found: int  # rows whose source exists
     first_missing: str | None  # the first row path whose source does not exist
+    note: str = ""  # one line for the user, e.g. why finished shards are recomputed
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,12 +69,32 @@ PIXELS_DIR = Path(__file__).parents[1] / "pixels"
 
 
 @cache
+def _pixel_code() -> bytes:
+    """The source of the modules that decide pixels (read once per process)."""
+    return b"".join(
+        p.name.encode() + b"\0" + p.read_bytes() for p in sorted(PIXELS_DIR.glob("*.py"))
+    )
+
+
 def code_version() -> str:
-    """Package version plus a hash of the pixel code (imgbatch/pixels): new code, new shards."""
-    h = hashlib.sha256()
-    for path in sorted(PIXELS_DIR.glob("*.py")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    """Package version plus a hash of the pixel modules, the libraries that decide pixels
+    and the fast-decode switch: new code, a library upgrade or a flipped switch, new shards.
+    Not cached: the switch is an environment variable, read when a plan is made."""
+    h = hashlib.sha256(_pixel_code())
+    h.update(json.dumps(pixel_libraries(), sort_keys=True).encode())
     return f"{__version__}+{h.hexdigest()[:12]}"
+
+
+def libraries_note(before: dict | None, now: dict) -> str:
+    """One line saying which pixel libraries changed since the last plan ("" if none)."""
+    if not before or before == now:
+        return ""
+    changes = ", ".join(
+        f"{k} {before.get(k)} -> {now.get(k)}"
+        for k in sorted(set(before) | set(now))
+        if before.get(k) != now.get(k)
+    )
+    return f"imgbatch: recomputing the shards made before: what decides pixels changed ({changes})"
 
 
 def fingerprint(
@@ -96,7 +121,11 @@ def make_plan(
     for folder in (out, os.path.join(out, SHARDS_DIR)):
         remove_stale_temps(folder)
     rows_file = os.path.join(out, PLAN_FILE)
-    _write_rows(rows_file, paths, identities, partition_size)
+    libraries = pixel_libraries()
+    note = libraries_note(_last_libraries(rows_file), libraries)
+    if note:
+        log.warning(note)
+    _write_rows(rows_file, paths, identities, partition_size, libraries)
     plans = [
         PartitionPlan(
             p.id,
@@ -110,14 +139,24 @@ def make_plan(
     ]
     missing = (p for p, i in zip(paths, identities, strict=True) if i in (None, "invalid"))
     found = sum(i not in (None, "invalid") for i in identities)
-    return Plan(len(paths), rows_file, plans, found, next(missing, None))
+    return Plan(len(paths), rows_file, plans, found, next(missing, None), note)
 
 
-def _write_rows(path: str, paths: list[str], identities: list, partition_size: int) -> None:
-    """Write the plan file unless the one there holds the same rows: a no-op rerun writes none."""
-    digest = hashlib.sha256(
-        json.dumps([partition_size, paths, identities], separators=(",", ":")).encode()
-    ).hexdigest()
+def _last_libraries(path: str) -> dict | None:
+    """The pixel libraries recorded in the plan file there, if any."""
+    try:
+        return json.loads(pq.read_schema(path).metadata[_LIBRARIES_KEY])
+    except (OSError, AttributeError, KeyError, TypeError, ValueError, pa.ArrowInvalid):
+        return None
+
+
+def _write_rows(
+    path: str, paths: list[str], identities: list, partition_size: int, libraries: dict
+) -> None:
+    """Write the plan file unless the one there holds the same rows (and records the same
+    pixel libraries): a no-op rerun writes none."""
+    doc = [partition_size, paths, identities, libraries]
+    digest = hashlib.sha256(json.dumps(doc, separators=(",", ":")).encode()).hexdigest()
     try:
         if pq.read_schema(path).metadata.get(_DIGEST_KEY) == digest.encode():
             return
@@ -129,7 +168,9 @@ def _write_rows(path: str, paths: list[str], identities: list, partition_size: i
             "image_path": pa.array(paths, pa.string()),
             "identity": pa.array(identities, pa.string()),
         }
-    ).replace_schema_metadata({_DIGEST_KEY: digest})
+    ).replace_schema_metadata(
+        {_DIGEST_KEY: digest, _LIBRARIES_KEY: json.dumps(libraries, sort_keys=True)}
+    )
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, row_group_size=partition_size)
 

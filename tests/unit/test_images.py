@@ -29,6 +29,16 @@ from imgbatch.sampledata import samples
 
 S = 16
 SPEC = ImageSpec(size=S)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _self_checked() -> None:
+    """The fast path's once-per-process self-check runs before any test counts decoder calls."""
+    from imgbatch.pixels import images
+
+    assert images._fast_path_verified()
+
+
 BG = (10, 20, 30)  # a background no test image contains
 MODES = ("stretch", "center_crop", "pad")
 
@@ -659,3 +669,155 @@ def test_standardize_is_deterministic(corpus: list[tuple[bytes, str]], resize_mo
     spec = ImageSpec(size=32, resize_mode=resize_mode)
     for data, _ in corpus[:8]:
         assert run(data, spec)[0].tobytes() == run(data, spec)[0].tobytes()
+
+
+# --- the fast path is a pure optimisation (IMGBATCH_FAST_DECODE, self-check) ------------------
+
+
+def _tagged_png(where: str, orientation: int) -> bytes:
+    """A plain RGB S x S PNG whose orientation is stored in `where`, as other tools write it."""
+    img = _three_bands(S, S)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    raw = exif.tobytes()
+    plain = enc(img, "PNG")
+    if where == "XMP (exiftool)":
+        xmp = f'<x:xmpmeta><rdf:Description tiff:Orientation="{orientation}"/></x:xmpmeta>'
+        extra = chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp.encode())
+        return _after_ihdr(plain, extra)
+    if where == "Raw profile type exif (ImageMagick)":
+        text = f"\nexif\n{len(raw):8d}\n{raw.hex()}\n".encode()
+        return _after_ihdr(
+            plain, chunk(b"zTXt", b"Raw profile type exif\x00\x00" + zlib.compress(text))
+        )
+    return _before_iend(plain, chunk(b"eXIf", raw[6:]))  # eXIf after the pixels
+
+
+@pytest.mark.parametrize(
+    "where", ["XMP (exiftool)", "Raw profile type exif (ImageMagick)", "eXIf after the pixels"]
+)
+@pytest.mark.parametrize("fast", [True, False])
+def test_png_orientation_is_read_wherever_pillow_reads_it(where: str, fast: bool) -> None:
+    img = _three_bands(S, S)
+    got, out = standardize(_tagged_png(where, 6), SPEC, fast)
+    want, _ = standardize(enc(img.transpose(Image.Transpose.ROTATE_270), "PNG"), SPEC, False)
+    unturned, _ = standardize(enc(img, "PNG"), SPEC, False)
+    assert out.status == "ok" and not np.array_equal(got, unturned)
+    assert np.array_equal(got, want)
+
+
+def _damaged_layouts() -> dict[str, bytes]:
+    plain = enc(photo(size=(60, 40)), "PNG", compress_level=1)
+    at = plain.index(b"IDAT") - 4
+    (length,) = struct.unpack(">I", plain[at : at + 4])
+    body = plain[at + 8 : at + 8 + length]
+    split = chunk(b"IDAT", body[:50]) + chunk(b"tEXt", b"Comment\x00x") + chunk(b"IDAT", body[50:])
+    fctl = struct.pack(">IIIIIHHBB", 0, 30, 20, 0, 0, 1, 1, 0, 0)
+    apng = chunk(b"acTL", struct.pack(">II", 1, 0)) + chunk(b"fcTL", fctl)
+    return {
+        "a text chunk between IDATs": plain[:at] + split + plain[at + 12 + length :],
+        "a one-frame APNG smaller than its header": plain[:at] + apng + plain[at:],
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_damaged_layouts()))
+def test_png_layouts_pillow_calls_corrupt_are_corrupt_on_every_path(case: str) -> None:
+    data = _damaged_layouts()[case]
+    fast, slow = run(data), standardize(data, SPEC, False)
+    assert fast[1] == slow[1] and fast[1].status == "corrupt"
+    assert png_module().decode(data) is None  # the fast decoder does not take the layout
+
+
+def png_module():
+    from imgbatch.pixels import png
+
+    return png
+
+
+@pytest.mark.parametrize(
+    ("value", "used"), [("0", False), ("off", False), ("1", True), (None, True)]
+)
+def test_the_switch_turns_every_fast_decode_off(value: str | None, used: bool, monkeypatch) -> None:
+    png = png_module()
+    if value is None:
+        monkeypatch.delenv("IMGBATCH_FAST_DECODE", raising=False)
+    else:
+        monkeypatch.setenv("IMGBATCH_FAST_DECODE", value)
+    decode, calls = png.decode, []
+    monkeypatch.setattr(png, "decode", lambda d: calls.append(1) or decode(d))
+    arr, out = run(enc(photo(size=(40, 30)), "PNG"))
+    assert out.status == "ok" and arr.any()
+    assert calls == ([1] if used else [])
+
+
+def test_a_fast_path_that_differs_is_turned_off_with_one_log_line(monkeypatch, caplog) -> None:
+    from imgbatch.pixels import images
+
+    png = png_module()
+    decode = png.decode
+
+    def off_by_one(data: bytes):
+        arr = decode(data)
+        if arr is not None:
+            arr[0, 0, 0] ^= 1
+        return arr
+
+    monkeypatch.setattr(images, "_fast_verified", None)  # a fresh worker process
+    calls = []
+    monkeypatch.setattr(png, "decode", lambda d: calls.append(1) or off_by_one(d))
+    with caplog.at_level("WARNING", logger="imgbatch.pixels.images"):
+        assert images._fast_path_verified() is False
+        checked = len(calls)
+        run(enc(photo(size=(40, 30)), "PNG"))
+        run(enc(photo(size=(30, 40)), "PNG"))
+    assert checked >= 1 and len(calls) == checked  # after the check: Pillow only
+    lines = [r.getMessage() for r in caplog.records if r.name == "imgbatch.pixels.images"]
+    assert len(lines) == 1 and "fast decoding off" in lines[0] and "PNG" in lines[0]
+
+
+def test_the_self_check_passes_with_these_libraries(monkeypatch) -> None:
+    from imgbatch.pixels import images
+
+    monkeypatch.setattr(images, "_fast_verified", None)
+    assert images._self_check() is True
+
+
+def test_a_format_pillow_cannot_decode_is_rejected() -> None:
+    """A DDS header naming a pixel format Pillow does not implement (NotImplementedError)."""
+    header = struct.pack("<4sIIIIIII", b"DDS ", 124, 0x1007, 4, 4, 0, 0, 0) + bytes(44)
+    header += struct.pack("<II4s", 32, 4, b"ZZZZ") + bytes(40)
+    arr, out = run(header + bytes(64))
+    assert out.status == "rejected"
+    assert "not supported by Pillow" in out.error and "pixel format" in out.error
+
+
+def test_importing_leaves_pillows_truncated_setting_alone() -> None:
+    code = (
+        "from PIL import ImageFile\nImageFile.LOAD_TRUNCATED_IMAGES = True\n"
+        "import imgbatch.pixels.images, imgbatch.compute.partition\n"
+        "print(ImageFile.LOAD_TRUNCATED_IMAGES)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "True"
+
+
+def test_truncated_files_are_never_taken_while_a_caller_allows_them(monkeypatch) -> None:
+    from PIL import ImageFile
+
+    data = enc(photo(), "JPEG", quality=90)
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # the caller's choice
+    arr, out = run(data[: len(data) // 2])
+    assert out.status == "error" and "LOAD_TRUNCATED_IMAGES" in out.error
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # left as the caller set it
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", False)
+    assert run(data[: len(data) // 2])[1].status == "corrupt"
+    assert run(data)[1].status == "ok"
+
+
+@pytest.mark.parametrize("size", [64, 32, 16])
+def test_a_progressive_jpeg_cut_in_a_late_scan_is_corrupt_at_every_size(size: int) -> None:
+    """At 64 Pillow decodes this 1100 x 1030 file at 1/8, which reads no late AC scan's
+    pixels; the row is flagged all the same, at every size."""
+    data = enc(photo(0, (1100, 1030)), "JPEG", quality=90, progressive=True)
+    arr, out = run(data[:-200], ImageSpec(size=size))
+    assert out.status == "corrupt" and "truncated" in out.error

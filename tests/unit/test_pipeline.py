@@ -242,17 +242,72 @@ def test_the_code_version_covers_every_module_that_decides_pixels(tmp_path, monk
         for value in vars(images).values()
         if getattr(value, "__module__", "").startswith("imgbatch.")
     }
-    assert {"imgbatch.pixels.png", "imgbatch.pixels.jpeg_scans", "imgbatch.pixels.spec"} <= used
+    assert {"imgbatch.pixels.png", "imgbatch.pixels.spec"} <= used
     assert all(name.startswith("imgbatch.pixels.") for name in used), used
 
     before = run_plan.code_version()
     copy = tmp_path / "pixels"
     shutil.copytree(run_plan.PIXELS_DIR, copy)
     monkeypatch.setattr(run_plan, "PIXELS_DIR", copy)
-    run_plan.code_version.cache_clear()
+    run_plan._pixel_code.cache_clear()
     assert run_plan.code_version() == before
     with open(copy / "png.py", "a") as f:
         f.write("\n# changed\n")
-    run_plan.code_version.cache_clear()
+    run_plan._pixel_code.cache_clear()
     assert run_plan.code_version() != before
-    run_plan.code_version.cache_clear()
+    run_plan._pixel_code.cache_clear()
+
+
+@pytest.mark.parametrize("change", ["pillow", "switch"])
+def test_a_changed_pixel_library_or_switch_recomputes_a_finished_output(
+    make_dataset, tmp_path, monkeypatch, caplog, change
+):
+    """After a Pillow upgrade (its version, as imgbatch reads it, changed here) or a flipped
+    IMGBATCH_FAST_DECODE, every finished shard is recomputed, with one line saying why;
+    then a rerun recomputes none."""
+    import PIL
+
+    csv, root, _ = make_dataset(12)
+    out = tmp_path / "out"
+    monkeypatch.setenv("IMGBATCH_FAST_DECODE", "1")
+    first, summaries, _ = run_core(csv, root, out, size=5)
+    assert [s["computed"] for s in summaries] == [True] * 3 and first.note == ""
+    again, summaries, _ = run_core(csv, root, out, size=5)
+    assert [s["computed"] for s in summaries] == [False] * 3 and again.note == ""
+    if change == "pillow":
+        named = f"pillow {PIL.__version__} -> 13.99.0-test"
+        monkeypatch.setattr(PIL, "__version__", "13.99.0-test")
+    else:
+        named = "fast_decode True -> False"
+        monkeypatch.setenv("IMGBATCH_FAST_DECODE", "0")
+    with caplog.at_level("WARNING", logger="imgbatch.plan.run_plan"):
+        after, summaries, _ = run_core(csv, root, out, size=5)
+    assert [s["computed"] for s in summaries] == [True] * 3
+    assert named in after.note and "recomputing" in after.note
+    assert [r.getMessage() for r in caplog.records if r.name == "imgbatch.plan.run_plan"] == [
+        after.note
+    ]
+    done = [read_json(shards.shard_paths(str(out), p.id).done) for p in after.partitions]
+    assert [d["fingerprint"] for d in done] == [p.fingerprint for p in after.partitions]
+    assert {p.fingerprint for p in after.partitions}.isdisjoint(
+        p.fingerprint for p in first.partitions
+    )
+    last, summaries, _ = run_core(csv, root, out, size=5)
+    assert [s["computed"] for s in summaries] == [False] * 3 and last.note == ""
+
+
+def test_the_code_version_names_the_libraries_that_decide_pixels(monkeypatch):
+    import PIL
+
+    from imgbatch.pixels.images import pixel_libraries
+    from imgbatch.plan.run_plan import code_version
+
+    monkeypatch.setenv("IMGBATCH_FAST_DECODE", "1")
+    libs, version = pixel_libraries(), code_version()
+    assert libs["pillow"] == PIL.__version__ and libs["imagecodecs"] and libs["fast_decode"]
+    assert libs["libjpeg"] and libs["zlib"]
+    monkeypatch.setattr(PIL, "__version__", "0.0.1")
+    assert code_version() != version
+    monkeypatch.undo()
+    monkeypatch.setenv("IMGBATCH_FAST_DECODE", "0")
+    assert pixel_libraries()["imagecodecs"] is None and code_version() != version
