@@ -13,14 +13,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from imgbatch import pipeline
 from imgbatch.atomic_files import read_json, write_json
 from imgbatch.compute.partition import PartitionSettings, run_partition
 from imgbatch.layout import IMAGES, INDEX, PREVIEW, RUN
 from imgbatch.output import shards
 from imgbatch.output.assemble import ShardError, assemble
+from imgbatch.output.ownership import OutputConflict
 from imgbatch.output.verify import verify_output
+from imgbatch.output.writer_lock import OutputBusy, output_lock
 from imgbatch.params import PreprocessParams
-from imgbatch.pipeline import preprocess_run
+from imgbatch.pipeline import preprocess, preprocess_run
 from imgbatch.pixels.images import standardize
 from imgbatch.pixels.spec import ImageSpec
 from imgbatch.plan.run_plan import make_plan
@@ -270,3 +273,66 @@ def test_the_code_version_covers_every_module_that_decides_pixels(tmp_path, monk
     run_plan.code_version.cache_clear()
     assert run_plan.code_version() != before
     run_plan.code_version.cache_clear()
+
+
+def test_preprocess_runs_the_whole_job_without_prefect(make_dataset, tmp_path):
+    """The notebook way: one call, the same bytes as the step-by-step run, a rerun no work."""
+    csv, root, _ = make_dataset(23, extra=["gone.jpg"])
+    params = PreprocessParams(csv=csv, images=root, out=str(tmp_path / "nb"), partition_size=10)
+    outcome = preprocess(params)
+    assert outcome.run["counts"] == {"ok": 23, "missing": 1}
+    assert [r["computed"] for r in outcome.results] == [True, True, True]
+    run_core(csv, root, tmp_path / "steps")
+    assert sha(tmp_path / "nb/images.npy") == sha(tmp_path / "steps/images.npy")
+    again = preprocess(params)
+    assert not any(r["computed"] for r in again.results)
+    assert again.run["images_sha256"] == outcome.run["images_sha256"]
+
+
+def test_preprocess_holds_the_writer_lock_and_checks_ownership(make_dataset, tmp_path):
+    csv, root, _ = make_dataset(6)
+    out = tmp_path / "out"
+    params = PreprocessParams(csv=csv, images=root, out=str(out), partition_size=3)
+    with output_lock(str(out), "another run"), pytest.raises(OutputBusy, match="another run"):
+        preprocess(params)
+    assert not (out / "shards").exists(), "a refused run computes nothing"
+    preprocess(params)
+    with pytest.raises(OutputConflict, match="--overwrite"):
+        preprocess(params.model_copy(update={"size": 32}))
+    assert np.load(out / "images.npy").shape == (6, 64, 64, 3)
+
+
+def test_a_failed_partition_leaves_the_others_committed(make_dataset, tmp_path, monkeypatch):
+    csv, root, _ = make_dataset(30)
+    out = tmp_path / "out"
+    params = PreprocessParams(csv=csv, images=root, out=str(out), partition_size=10)
+    real = pipeline.run_partition
+
+    def fail_one(part, settings):
+        if part.id == 1:
+            raise OSError("disk says no (injected)")
+        return real(part, settings)
+
+    monkeypatch.setattr(pipeline, "run_partition", fail_one)
+    with pytest.raises(pipeline.PartitionsFailed, match="1 of 3 partitions failed.*rows 10-19"):
+        preprocess(params)
+    assert sorted(p.name for p in (out / "shards").glob("*.done.json")) == [
+        "part-00000.done.json",
+        "part-00002.done.json",
+    ]
+    assert not (out / "images.npy").exists()
+    monkeypatch.setattr(pipeline, "run_partition", real)
+    outcome = preprocess(params)
+    assert [r["partition"] for r in outcome.results if r["computed"]] == [1]
+
+
+def test_chosen_partitions_leave_the_output_unassembled_until_the_rest_are_done(
+    make_dataset, tmp_path
+):
+    csv, root, _ = make_dataset(30)
+    params = PreprocessParams(
+        csv=csv, images=root, out=str(tmp_path / "out"), partition_size=10, partitions=[2]
+    )
+    outcome = preprocess(params)
+    assert outcome.run is None and "2 partitions outside [2] are not done" in outcome.note
+    assert preprocess(params.model_copy(update={"partitions": None})).run["rows"] == 30
