@@ -9,7 +9,8 @@ from this process by wall clock from launch to exit (interpreter start-up and im
 included), on the same files (in the page cache after they are written):
 
 - notebook baseline: benchmarks.reference.notebook per CSV row, np.stack, np.save;
-- core library: plan + run_partition per partition (in turn) + assemble, the default pools;
+- core library: imgbatch.pipeline.preprocess (the flow's steps, its partitions in turn), the
+  default pools;
 - `imgbatch preprocess` against a server started with `imgbatch server start --port P`
   under a private PREFECT_HOME (stopped at the end), after one warm-up run;
 - `imgbatch preprocess` in embedded mode: no server, a second private PREFECT_HOME made warm
@@ -34,7 +35,9 @@ between them, the summary artifact). The parts add up to the seconds column.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import socket
 import sqlite3
@@ -42,6 +45,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -65,31 +69,51 @@ def notebook_child(csv: str, images: str, out: str) -> None:
     np.save(os.path.join(out, "images.npy"), array)
 
 
+@contextlib.contextmanager
+def partition_phase() -> Iterator[dict]:
+    """The partition phase's wall and CPU seconds (this process: every thread and pool
+    thread), as imgbatch.pipeline logs them when a run finishes; filled when the block ends."""
+    phase: dict[str, float] = {}
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if hasattr(record, "partitions_cpu_seconds"):
+                phase["partitions"] = record.partitions_seconds
+                phase["partitions_cpu"] = record.partitions_cpu_seconds
+
+    logger, handler = logging.getLogger("imgbatch.pipeline"), Catch()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield phase
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def core_child(csv: str, images: str, out: str, partition_size: str = "") -> None:
-    """The core library alone, partitions in turn on the default pools; prints its phases
-    (seconds) and the partitions' CPU seconds (this process: the decode threads' too)."""
+    """The core library alone (imgbatch.pipeline.preprocess: partitions in turn on the
+    default pools); prints its phases (seconds) and the partitions' CPU seconds."""
     t0 = time.perf_counter()
     from imgbatch.compute import parallel
-    from imgbatch.compute.partition import run_partition
-    from imgbatch.output.assemble import assemble
     from imgbatch.params import PreprocessParams
-    from imgbatch.pixels.spec import ImageSpec
-    from imgbatch.plan.run_plan import make_plan
-    from imgbatch.storage.base import open_storage
+    from imgbatch.pipeline import preprocess
 
     size = int(partition_size or PreprocessParams.model_fields["partition_size"].default)
-    storage, spec = open_storage(images), ImageSpec()
+    params = PreprocessParams(csv=csv, images=images, out=out, partition_size=size)
     t1 = time.perf_counter()
-    plan = make_plan(csv, "image_path", storage, spec, size, out)
-    t2, cpu = time.perf_counter(), time.process_time()
-    for part in plan.partitions:
-        run_partition(part, plan.rows_file, storage, spec, out)
-    t3, cpu = time.perf_counter(), time.process_time() - cpu
-    assemble(out, plan.partitions, plan.n_rows, spec, {})
-    t4 = time.perf_counter()
+    with partition_phase() as phase:
+        timings = preprocess(params).run["timings"]
+    t2 = time.perf_counter()
     parallel.shutdown()
-    times = {"imports": t1 - t0, "plan": t2 - t1, "partitions": t3 - t2, "assembly": t4 - t3}
-    print(json.dumps({**times, "partitions_cpu": cpu}))
+    times = {
+        "imports": t1 - t0,
+        "plan": timings["plan_seconds"],
+        "partitions": phase["partitions"],
+        "assembly": t2 - t1 - timings["plan_seconds"] - phase["partitions"],
+    }
+    print(json.dumps({**times, "partitions_cpu": phase["partitions_cpu"]}))
 
 
 @dataclass

@@ -6,9 +6,10 @@ Starts fake-gcs-server and, in front of it, the tests' FaultProxy holding every 
 `--latency` seconds (GCS small-object latency is ~40 ms), uploads `--n` real photos made by
 imgbatch.sampledata.samples (mostly JPEG, 300-800 px), and prints markdown tables:
 
-1. partition throughput (plan, then run_partition) from local disk, from gs:// straight to
-   the emulator, through the proxy without latency (the proxy's own cost) and with it,
-   decoding on threads (reads on I/O threads) and on processes (reads in fetch processes);
+1. partition throughput (a run of imgbatch.pipeline, its partitions timed) from local disk,
+   from gs:// straight to the emulator, through the proxy without latency (the proxy's own
+   cost) and with it, decoding on threads (reads on I/O threads) and on processes (reads in
+   fetch processes);
    they run in turn `--rounds` times and the best of each is kept, since the machine may be
    shared. CPU per image is split into imgbatch's (this process and its pools) and the
    rig's (emulator and proxies);
@@ -39,17 +40,15 @@ import psutil
 
 from imgbatch.acquire.upload import sync_tree
 from imgbatch.compute import parallel
-from imgbatch.compute.partition import run_partition
-from imgbatch.compute.reading import CHUNK, Reader
-from imgbatch.pixels.spec import ImageSpec
-from imgbatch.plan.run_plan import make_plan
+from imgbatch.compute.reading import IMAGES_PER_CHUNK, Reader
+from imgbatch.params import PreprocessParams
+from imgbatch.pipeline import preprocess_run, run_here
 from imgbatch.sampledata import samples
 from imgbatch.storage.base import open_storage
 from imgbatch.storage.gcs_client import RetryPolicy, gs_url, make_client
 from tests.helpers.gcs import Emulator, direct_client
 
 BUCKET = "bench"
-SPEC = ImageSpec()
 DECODERS_AT_SCALE = 16
 DECODE_RATE_AT_SCALE = 2900  # images/s of 16 decode processes (docs/ARCHITECTURE.md)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -90,13 +89,23 @@ def partition_rate(
 ) -> tuple[float, float, float]:
     """(images/s, CPU ms per image here, CPU ms per image in the `rig` processes)."""
     os.environ["STORAGE_EMULATOR_HOST"] = source.host
-    storage = open_storage(source.root)
-    plan = make_plan(csv, "image_path", storage, SPEC, partition_size, out)
-    c0, r0, t0 = own_cpu(rig), rig_cpu(rig), time.perf_counter()
-    for part in plan.partitions:
-        run_partition(part, plan.rows_file, storage, SPEC, out, source.executor, workers)
-    wall, n = time.perf_counter() - t0, plan.n_rows
-    return n / wall, (own_cpu(rig) - c0) * 1e3 / n, (rig_cpu(rig) - r0) * 1e3 / n
+    params = PreprocessParams(
+        csv=csv,
+        images=source.root,
+        out=out,
+        partition_size=partition_size,
+        executor=source.executor,
+        workers=workers,
+    )
+    with preprocess_run(params, "benchmarks.gcs_read") as run:
+        c0, r0, t0 = own_cpu(rig), rig_cpu(rig), time.perf_counter()
+        computed, failures = run_here(run)
+        wall, n = time.perf_counter() - t0, run.plan.n_rows
+        c1, r1 = own_cpu(rig), rig_cpu(rig)
+        run.finish(computed, failures)
+    if failures:
+        raise RuntimeError(f"partitions failed: {failures}")
+    return n / wall, (c1 - c0) * 1e3 / n, (r1 - r0) * 1e3 / n
 
 
 def rig_cpu(pids: list[int]) -> float:
@@ -142,8 +151,10 @@ def old_read(prefix: str) -> Callable[[str], bytes]:
 def fetch_rate(root: str, paths: list[str], reader: Reader) -> float:
     """GETs/s through `reader`, every chunk submitted at once, no decoding."""
     storage = open_storage(root)
-    chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
-    for futures in [reader.submit(storage, c) for c in chunks[: 2 * reader.threads // CHUNK]]:
+    chunks = [paths[i : i + IMAGES_PER_CHUNK] for i in range(0, len(paths), IMAGES_PER_CHUNK)]
+    for futures in [
+        reader.submit(storage, c) for c in chunks[: 2 * reader.threads // IMAGES_PER_CHUNK]
+    ]:
         reader.collect(futures)  # every process up, every connection open
     t0 = time.perf_counter()
     for futures in [reader.submit(storage, c) for c in chunks]:

@@ -9,9 +9,9 @@ is cheap and orchestration shows) hard-linked to as many distinct paths as the l
 server started with `imgbatch server start --port P` under a private PREFECT_HOME.
 
 Tables:
-1. the partition phase of the core library (run_partition per partition, in turn) and of the
-   flow (preprocess_images called in a fresh process, its `run_partitions` step timed in that
-   process), wall and process CPU seconds (time.process_time: every thread, the decode
+1. the partition phase of the core library (imgbatch.pipeline.preprocess, partitions in turn)
+   and of the flow (preprocess_images called in a fresh process), as imgbatch.pipeline logs
+   it for both, wall and process CPU seconds (time.process_time: every thread, the decode
    threads' too), partitions of 1,000 rows;
 2. reruns of `imgbatch preprocess` on the flow's output (a fresh process each, wall clock):
    nothing to do, then with 3 shards deleted (first, middle, last);
@@ -32,12 +32,11 @@ import os
 import shutil
 import sys
 import threading
-import time
 
 import psutil
 
 from benchmarks import scratch
-from benchmarks.e2e import Server, clean_env, core_child, preprocess_argv, timed
+from benchmarks.e2e import Server, clean_env, core_child, partition_phase, preprocess_argv, timed
 
 LAYOUT_ROWS = 50_000
 LAYOUTS = (1000, 100)  # rows per partition: 50 partitions, then 500
@@ -45,22 +44,13 @@ LAYOUTS = (1000, 100)  # rows per partition: 50 partitions, then 500
 
 def flow_child(csv: str, images: str, out: str, partition_size: str) -> None:
     """preprocess_images in this process; prints its partition phase (wall and CPU seconds)."""
-    import imgbatch.flows.preprocess as flow_module
+    from imgbatch.flows.preprocess import preprocess_images
 
     from imgbatch.params import PreprocessParams
 
-    phase: dict[str, float] = {}
-    run_partitions = flow_module.run_partitions
-
-    def timed_partitions(*args, **kwargs):
-        t0, cpu = time.perf_counter(), time.process_time()
-        result = run_partitions(*args, **kwargs)
-        phase.update(partitions=time.perf_counter() - t0, partitions_cpu=time.process_time() - cpu)
-        return result
-
-    flow_module.run_partitions = timed_partitions  # the real step, with a stopwatch around it
     params = PreprocessParams(csv=csv, images=images, out=out, partition_size=int(partition_size))
-    state = flow_module.preprocess_images(params, return_state=True)
+    with partition_phase() as phase:
+        state = preprocess_images(params, return_state=True)
     if not state.is_completed():
         raise SystemExit(f"the flow run failed: {state.message}")
     print(json.dumps(phase))

@@ -18,11 +18,7 @@ from imgbatch.params import DownloadParams
 from imgbatch.preflight import check_download
 
 
-@flow(
-    name="download-archives",
-    flow_run_name=named("download", "dest"),
-    task_runner=ThreadPoolTaskRunner(max_workers=DownloadParams.model_fields["parallel"].default),
-)
+@flow(name="download-archives", flow_run_name=named("download", "dest"))
 @fails_cleanly
 def download_archives(params: DownloadParams) -> list[dict]:
     """Download every URL into dest/NAME, verified; with extract, unpack each archive."""
@@ -34,16 +30,26 @@ def download_archives(params: DownloadParams) -> list[dict]:
         retries=params.retries,
         retry_delay_seconds=backoff(params.retry_delay_seconds, params.retries),
     )
-    got = fetch.map(
-        [url for url, _, _ in jobs],
-        unmapped(params.dest),
-        [s for _, _, s in jobs],
-        unmapped(options),
-        unmapped(existing_limit(DOWNLOAD_LIMIT)),
-    )
-    target = params.extract_to or params.dest
-    trees = extract_downloaded.map(got, unmapped(target)) if params.extract else [None] * len(got)
-    return collect([url for url, _, _ in jobs], got, trees)
+    # `parallel` is a parameter of each run (a deployment run's too), so the thread pool is
+    # made here rather than fixed in the decorator.
+    with ThreadPoolTaskRunner(max_workers=params.parallel) as runner:
+        got = runner.map(
+            fetch,
+            {
+                "url": [url for url, _, _ in jobs],
+                "dest": unmapped(params.dest),
+                "sha256": [s for _, _, s in jobs],
+                "options": unmapped(options),
+                "limit": unmapped(existing_limit(DOWNLOAD_LIMIT)),
+            },
+        )
+        target = params.extract_to or params.dest
+        trees = (
+            runner.map(extract_downloaded, {"downloaded": got, "dest": unmapped(target)})
+            if params.extract
+            else [None] * len(got)
+        )
+        return collect([url for url, _, _ in jobs], got, trees)
 
 
 def collect(urls: list[str], got: list, trees: list) -> list[dict]:

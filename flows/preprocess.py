@@ -1,11 +1,10 @@
 """The preprocess-images flow: CSV + images root -> OUT/images.npy and friends.
 
-Orchestration only (docs/ARCHITECTURE.md, "Data flow"): check, plan, one task per partition
-not yet done, assemble when every partition is done, end Failed (the others committed)
-when any partition failed.
+Orchestration only (docs/ARCHITECTURE.md, "Data flow"): the run's steps are
+imgbatch.pipeline's; this flow maps the partitions still to do onto one task each (on this
+machine's threads, or on a Dask cluster when the parameters name one), publishes progress
+and the summary, and ends Failed (the others committed) when any partition failed.
 """
-
-import time
 
 from imgbatch.flows.naming import named
 from imgbatch.flows.progress import completed_partitions_off_terminal, terminal_bar
@@ -18,17 +17,11 @@ from prefect import flow
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from imgbatch.compute import parallel
-from imgbatch.compute.job import Job
-from imgbatch.output.ownership import claim_output, dataset_identity
-from imgbatch.output.shards import split_done
 from imgbatch.params import PreprocessParams
-from imgbatch.pixels.spec import ImageSpec
-from imgbatch.plan.images_found import check_found
-from imgbatch.plan.run_plan import Plan
-from imgbatch.preflight import check_preprocess
+from imgbatch.pipeline import PreprocessRun, preprocess_run
+from imgbatch.plan.run_plan import PartitionPlan
 
 # Partitions in flight at once; they share one decode pool, so this only keeps it fed.
 PARTITIONS_IN_FLIGHT = 8
@@ -46,26 +39,20 @@ CONCURRENCY_LIMIT = "imgbatch-partitions"
 @fails_cleanly
 def preprocess_images(params: PreprocessParams) -> State:
     """Standardize every image named by the CSV into one row-aligned uint8 array."""
-    t0 = time.perf_counter()
-    params = check_preprocess(params)
-    spec = ImageSpec(**params.pixel_params())
-    dataset = dataset_identity(params.csv, params.column, params.images, spec)
-    with claim_output(params.out, dataset, writer_label(), params.overwrite) as note:
-        if note:
-            print(note)
-        plan = plan_run(params, spec)
-        if plan.note:  # e.g. finished shards recomputed: Pillow was upgraded
-            print(plan.note)
-        check_found(plan, params.images, params.min_found)
-        job = Job(plan.rows_file, params.images, params.out, spec, *decoding(params))
-        todo, done = split_done(params.out, plan.select(params.partitions))
-        t_plan = time.perf_counter()
-        results, failures = run_partitions(todo, done, job, params)
-        timings = {
-            "plan_seconds": round(t_plan - t0, 3),
-            "partitions_seconds": round(time.perf_counter() - t_plan, 3),
-        }
-        return finish(params, plan, job, results, failures, timings, dataset)
+    with preprocess_run(params, writer_label(), plan_run, assemble_outputs) as run:
+        if run.recovered:
+            print(run.recovered)
+        if run.plan.note:  # e.g. finished shards recomputed: Pillow was upgraded
+            print(run.plan.note)
+        outcome = run.finish(*run_partitions(run))
+        publish_summary(
+            run.params.out, outcome.results, outcome.failures, outcome.run, outcome.note
+        )
+    if outcome.failures:
+        return Failed(message=outcome.note)
+    if outcome.run is None:
+        return Completed(message=outcome.note, data={"assembled": False})
+    return Completed(message=outcome.note, data={"assembled": True, **outcome.run})
 
 
 def writer_label() -> str:
@@ -73,85 +60,51 @@ def writer_label() -> str:
     return f"flow run {flow_run.name} ({flow_run.id})"
 
 
-def decoding(params: PreprocessParams) -> tuple[str, int]:
-    """(threads|processes, workers), resolved once per run."""
-    return parallel.resolve(params.executor, params.workers)
+def partition_runner(params: PreprocessParams) -> TaskRunner:
+    """Where partition tasks run: this machine's threads, or the Dask cluster at
+    params.dask_address. Chosen per run (a deployment run's parameters included), so the
+    runner is entered here rather than fixed in the flow's decorator."""
+    if params.dask_address:
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=params.dask_address)
+    return ThreadPoolTaskRunner(max_workers=PARTITIONS_IN_FLIGHT)
 
 
-def run_partitions(
-    todo: list, done: list[dict], job: Job, params: PreprocessParams
-) -> tuple[list[dict], dict[int, str]]:
-    """One task run per partition still to do; (summaries of all done, reasons of failed)."""
+def run_partitions(run: PreprocessRun) -> tuple[list[dict], dict[int, str]]:
+    """One task run per partition still to do; (their summaries, reasons of the failed)."""
+    params = run.params
     task = preprocess_partition.with_options(
         retries=params.retries,
         retry_delay_seconds=backoff(params.retry_delay_seconds, params.retries),
     )
     limit = existing_limit(CONCURRENCY_LIMIT)
-    results = [{**r, "computed": False} for r in done]
+    computed: list[dict] = []
     failures: dict[int, str] = {}
-    progress = ProgressArtifact(len(todo) + len(done), len(done))
+    progress = ProgressArtifact(run.total, len(run.done))
     with (
         completed_partitions_off_terminal(),
-        terminal_bar(len(todo) + len(done), len(done)) as bar,
+        terminal_bar(run.total, len(run.done)) as bar,
+        partition_runner(params) as runner,
     ):
-        futures = {task.submit(p, job, limit): p for p in todo}
+        futures = {
+            runner.submit(task, {"part": p, "settings": run.settings, "limit": limit}): p
+            for p in run.todo
+        }
         for fut in as_completed(list(futures)):
             fut.wait()
             state = fut.state
             if state.is_completed():
-                results.append(fut.result())
+                computed.append(fut.result())
             else:
                 failures[futures[fut].id] = reason(futures[fut], state)
             progress.advance(state.is_completed())
             bar.advance()
-    return sorted(results, key=lambda r: r["partition"]), failures
+    return computed, failures
 
 
-def reason(part, state: State) -> str:
+def reason(part: PartitionPlan, state: State) -> str:
     """One line: the partition's rows and why it failed."""
     text, exc = failure(state)
     cause = f"{type(exc).__name__}: {text}" if exc else text
     return f"rows {part.start}-{part.stop - 1}: {cause}"[:400]
-
-
-def finish(
-    params: PreprocessParams,
-    plan: Plan,
-    job: Job,
-    results: list[dict],
-    failures: dict[int, str],
-    timings: dict,
-    dataset: dict,
-) -> State:
-    """Failed when a partition failed; assembled when every partition is done."""
-    out = params.out
-    if failures:
-        first = min(failures)
-        note = (
-            f"{len(failures)} of {len(results) + len(failures)} partitions failed (first: "
-            f"partition {first}, {failures[first]}); the others are committed; "
-            "Retry (or rerun) computes only the failed ones"
-        )
-        publish_summary(out, results, failures, None, note)
-        return Failed(message=note)
-    if unassembled := others_not_done(params, plan):
-        note = (
-            f"{len(unassembled)} partitions outside {params.partitions} are not done; "
-            "output not assembled until they are (run without partitions)"
-        )
-        publish_summary(out, results, {}, None, note)
-        return Completed(message=note, data={"assembled": False})
-    run = assemble_outputs(job, plan, params.model_dump(mode="json"), timings, dataset)
-    counts = ", ".join(f"{k}={v}" for k, v in run["counts"].items())
-    note = f"{run['rows']} rows -> {out}/images.npy ({counts})"
-    publish_summary(out, results, {}, run, note)
-    return Completed(message=note, data={"assembled": True, **run})
-
-
-def others_not_done(params: PreprocessParams, plan: Plan) -> list[int]:
-    """Ids of partitions this run did not choose and whose shard is not done."""
-    if not params.partitions:
-        return []
-    chosen = set(params.partitions)
-    todo, _ = split_done(params.out, [p for p in plan.partitions if p.id not in chosen])
-    return [p.id for p in todo]

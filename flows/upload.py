@@ -22,11 +22,11 @@ CONCURRENCY_LIMIT = "imgbatch-upload"
 
 @flow(name="upload-tree", flow_run_name=named("upload to", "dest"), log_prints=True)
 @fails_cleanly
-def upload_tree(params: UploadParams, policy: RetryPolicy | None = None) -> dict:
+def upload_tree(params: UploadParams) -> dict:
     """Copy src_dir to dest, skipping objects already there intact.
 
-    `policy` bounds the attempts per object inside one task run; `retries` re-runs the
-    whole task (one more listing) when objects still failed for a transient reason.
+    The object_* parameters bound the attempts per object inside one task run; `retries`
+    re-runs the whole task (one more listing) when objects still failed for a transient reason.
     """
     check_upload_args(params.src_dir, params.dest, params.workers)
     task = upload_files.with_options(
@@ -34,7 +34,11 @@ def upload_tree(params: UploadParams, policy: RetryPolicy | None = None) -> dict
         retry_delay_seconds=backoff(params.retry_delay_seconds, params.retries),
     )
     summary = task(
-        params.src_dir, params.dest, params.workers, existing_limit(CONCURRENCY_LIMIT), policy
+        params.src_dir,
+        params.dest,
+        params.workers,
+        existing_limit(CONCURRENCY_LIMIT),
+        RetryPolicy(**params.object_retry()),
     )
     print(
         f"{params.dest}: uploaded {summary['uploaded']}, skipped {summary['skipped']} already "

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from imgbatch.compute.parallel import ExecutorKind
 from imgbatch.errors import UsageError
-from imgbatch.pixels.spec import ResizeMode
+from imgbatch.pixels.spec import ImageSpec, ResizeMode
 
 # The largest partition array (rows x S x S x 3 bytes) held in memory while it is computed.
 MAX_PARTITION_BYTES = 4 << 30
@@ -111,6 +111,12 @@ class ImageOptions(Params):
     overwrite: bool = Field(
         False, description="replace a result of a different CSV or parameters already in out"
     )
+    dask_address: str | None = Field(
+        None,
+        description="run partitions on an existing Dask cluster (tcp://host:8786) via "
+        "prefect-dask (empty: on this machine); workers is then the decode threads per Dask "
+        "worker",
+    )
 
     @field_validator("background", mode="before")
     @classmethod
@@ -135,9 +141,9 @@ class ImageOptions(Params):
             )
         return self
 
-    def pixel_params(self) -> dict:
+    def spec(self) -> ImageSpec:
         """The parameters that decide pixels (part of every partition fingerprint)."""
-        return {"size": self.size, "resize_mode": self.resize_mode, "background": self.background}
+        return ImageSpec(self.size, self.resize_mode, self.background)
 
 
 class Destination(Params):
@@ -180,7 +186,7 @@ class Archives(Params):
         10.0, description="wget waits 1 s, 2 s, ... up to this many seconds between attempts"
     )
     parallel: Annotated[int, Field(ge=1)] = Field(
-        4, description="simultaneous downloads from the command line (deployment runs: 4)"
+        4, description="simultaneous downloads (and extractions)"
     )
 
 
@@ -236,6 +242,29 @@ class UploadParams(NetworkRetries):
     src_dir: str = Field(description="local folder to upload (every regular file under it)")
     dest: str = Field(description="gs://BUCKET/PREFIX to copy it to")
     workers: Annotated[int, Field(ge=1, le=256)] = Field(8, description="parallel uploads")
+    object_attempts: Annotated[int, Field(ge=1, le=50)] = Field(
+        5, description="attempts per object inside one task run, before the task fails"
+    )
+    object_initial_wait: Annotated[float, Field(ge=0)] = Field(
+        1.0, description="seconds before an object's second attempt; doubles each attempt"
+    )
+    object_max_wait: Annotated[float, Field(ge=0)] = Field(
+        30.0, description="longest wait between two attempts at one object"
+    )
+    object_client_deadline: Annotated[float, Field(gt=0)] = Field(
+        60.0, description="seconds the storage client may spend retrying within one attempt"
+    )
+    object_timeout: Annotated[float, Field(gt=0)] = Field(
+        60.0, description="seconds one request to the storage server may take"
+    )
+
+    def object_retry(self) -> dict:
+        """The per-object retry settings, as imgbatch.storage.gcs_client.RetryPolicy's fields."""
+        return {
+            name.removeprefix("object_"): getattr(self, name)
+            for name in type(self).model_fields
+            if name.startswith("object_")
+        }
 
 
 class StatsParams(Params):

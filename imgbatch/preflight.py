@@ -7,6 +7,7 @@ pandas, no storage client: a header read and a few stats.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -37,12 +38,19 @@ def check_out(out: str) -> None:
         raise UsageError(f"out {out!r} cannot be written ({probe!r} is not a writable folder)")
 
 
+def check_dask(address: str | None) -> None:
+    """A Dask address needs the prefect-dask extra (found, not imported: that takes seconds)."""
+    if address and importlib.util.find_spec("prefect_dask") is None:
+        raise UsageError("--dask-address needs prefect-dask: pip install 'imgbatch[dask]'")
+
+
 def check_preprocess(params: PreprocessParams) -> PreprocessParams:
     """Every file-system check of a preprocess run; the parameters with absolute paths."""
     params = params.absolute()
     check_csv(params.csv, params.column)
     check_images_root(params.images)
     check_out(params.out)
+    check_dask(params.dask_address)
     return params
 
 
@@ -84,6 +92,7 @@ def check_prepare(params: PrepareParams) -> PrepareParams:
     check_download(params.download())
     check_csv(params.csv, params.column)
     check_out(params.out)
+    check_dask(params.dask_address)
     if params.upload_to:
         check_gcs_url(params.upload_to)
     return params

@@ -13,18 +13,17 @@ from imgbatch.tasks.retry import retry_options
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from imgbatch.compute.job import Job, run_job_partition
-from imgbatch.output.assemble import assemble
+from imgbatch.compute.partition import PartitionSettings, run_partition
 from imgbatch.params import PreprocessParams
+from imgbatch.pipeline import assemble_outputs as assemble_step
+from imgbatch.pipeline import plan_rows
 from imgbatch.pixels.spec import ImageSpec
-from imgbatch.plan.run_plan import PartitionPlan, Plan, make_plan
-from imgbatch.storage.base import open_storage
+from imgbatch.plan.run_plan import PartitionPlan, Plan
 
 
 @task(name="plan", cache_policy=NO_CACHE, **retry_options(3, 2.0))
 def plan_run(params: PreprocessParams, spec: ImageSpec) -> Plan:
-    storage = open_storage(params.images)
-    return make_plan(params.csv, params.column, storage, spec, params.partition_size, params.out)
+    return plan_rows(params, spec)
 
 
 @task(
@@ -33,12 +32,16 @@ def plan_run(params: PreprocessParams, spec: ImageSpec) -> Plan:
     cache_policy=NO_CACHE,
     **retry_options(3, 2.0),
 )
-def preprocess_partition(part: PartitionPlan, job: Job, limit: str | None) -> dict:
+def preprocess_partition(
+    part: PartitionPlan, settings: PartitionSettings, limit: str | None
+) -> dict:
     """One shard; holds a slot of the global concurrency limit `limit` when it exists."""
     with slot(limit):
-        return run_job_partition(part, job)
+        return run_partition(part, settings)
 
 
 @task(name="assemble", cache_policy=NO_CACHE)
-def assemble_outputs(job: Job, plan: Plan, params: dict, timings: dict, dataset: dict) -> dict:
-    return assemble(job.out, plan.partitions, plan.n_rows, job.spec, params, timings, dataset)
+def assemble_outputs(
+    settings: PartitionSettings, plan: Plan, params: dict, timings: dict, dataset: dict
+) -> dict:
+    return assemble_step(settings, plan, params, timings, dataset)

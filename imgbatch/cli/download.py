@@ -31,13 +31,7 @@ def check(args: argparse.Namespace) -> DownloadParams:
 
 
 def run(args: argparse.Namespace, params: DownloadParams) -> int:
-    from prefect.task_runners import ThreadPoolTaskRunner
-
     from imgbatch.flows.download import download_archives
-
-    flow_ = download_archives.with_options(
-        task_runner=ThreadPoolTaskRunner(max_workers=params.parallel)
-    )
 
     def show(results: list[dict]) -> None:
         for r in results:
@@ -45,4 +39,4 @@ def run(args: argparse.Namespace, params: DownloadParams) -> int:
             tree = f" -> extracted to {r['extracted']}" if r["extracted"] else ""
             print(f"{r['path']}: {r['size']:,} bytes, sha256 {r['sha256']}{note}{tree}")
 
-    return report(args.command, flow_(params, return_state=True), show)
+    return report(args.command, download_archives(params, return_state=True), show)

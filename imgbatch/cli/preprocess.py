@@ -11,7 +11,7 @@ from imgbatch.preflight import check_preprocess
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
-    p = add_command(
+    add_command(
         sub,
         name,
         PreprocessParams,
@@ -20,12 +20,6 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         help="standardize every image named by a CSV into OUT/images.npy",
         description="Run the preprocess-images flow (against the Prefect server in "
         "PREFECT_API_URL when set, else a temporary local one).",
-    )
-    p.add_argument(
-        "--dask-address",
-        default=None,
-        help="run partitions on an existing Dask cluster (tcp://host:8786) via prefect-dask; "
-        "--workers is then the decode threads per Dask worker",
     )
 
 
@@ -38,9 +32,4 @@ def run(args: argparse.Namespace, params: PreprocessParams) -> int:
     """Run the flow, print the result."""
     from imgbatch.flows.preprocess import preprocess_images
 
-    flow_ = preprocess_images
-    if args.dask_address:
-        from prefect_dask import DaskTaskRunner
-
-        flow_ = flow_.with_options(task_runner=DaskTaskRunner(address=args.dask_address))
-    return preprocess_result(args.command, flow_(params, return_state=True))
+    return preprocess_result(args.command, preprocess_images(params, return_state=True))

@@ -19,12 +19,9 @@ import multiprocessing
 import os
 import threading
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from typing import Literal, get_args
-
-from imgbatch.errors import UsageError
+from typing import Literal
 
 ExecutorKind = Literal["auto", "threads", "processes"]
-EXECUTOR_KINDS: tuple[str, ...] = get_args(ExecutorKind)
 # Up to this many workers threads are as fast as processes and cost no start-up.
 THREADS_UP_TO = 4
 # One decode worker standardizes ~180 (16 processes: ~2,900/s) to ~330 (small photos)
@@ -51,12 +48,9 @@ def default_workers() -> int:
 
 
 def resolve(kind: str, workers: int | None) -> tuple[str, int]:
-    """(threads|processes, worker count) for the user's choice."""
-    if kind not in EXECUTOR_KINDS:
-        raise UsageError(f"executor must be one of {', '.join(EXECUTOR_KINDS)}, got {kind!r}")
+    """(threads|processes, worker count) for the user's choice, already checked by
+    imgbatch.params: `auto` and no worker count resolved for this machine."""
     n = default_workers() if workers is None else workers
-    if not isinstance(n, int) or n <= 0:
-        raise UsageError(f"workers must be a positive integer, got {workers!r}")
     if kind == "auto":
         kind = "threads" if n <= THREADS_UP_TO else "processes"
     return kind, n

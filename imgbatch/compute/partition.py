@@ -14,18 +14,33 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import CancelledError, Executor, Future
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
 from imgbatch.compute import parallel
-from imgbatch.compute.reading import CHUNK, Fetched, Reader, Window
+from imgbatch.compute.reading import IMAGES_PER_CHUNK, Fetched, Reader, Window
 from imgbatch.errors import TransientError
 from imgbatch.output import shards
 from imgbatch.pixels.images import Outcome, blank, standardize
 from imgbatch.pixels.spec import ImageSpec
 from imgbatch.plan.run_plan import PartitionPlan, read_rows
-from imgbatch.storage.base import Storage
+from imgbatch.storage.base import Storage, open_storage
+
+
+@dataclass(frozen=True)
+class PartitionSettings:
+    """What every partition of one run shares, resolved once at the start of the run (by
+    imgbatch.pipeline from the checked parameters, so nothing here is checked again).
+    Small and picklable: handed to every partition task (and Dask worker) as is."""
+
+    plan_file: str
+    images: str
+    out: str
+    spec: ImageSpec
+    executor: str  # "threads" or "processes", resolved from "auto"
+    workers: int
 
 
 def standardize_many(items: Sequence[Fetched], spec: ImageSpec) -> tuple[np.ndarray, list[Outcome]]:
@@ -57,14 +72,14 @@ def compute(
     n = len(paths)
     images = np.zeros((n, spec.size, spec.size, 3), dtype=np.uint8)
     outcomes: list[Outcome] = [Outcome("error")] * n
-    todo = deque(range(0, n, CHUNK))
+    todo = deque(range(0, n, IMAGES_PER_CHUNK))
     reads: deque[tuple[int, list[Future]]] = deque()
     decodes: deque[tuple[int, Future]] = deque()
     try:
         while todo or reads or decodes:
             while todo and len(reads) < window.reading:
                 start = todo.popleft()
-                chunk = paths[start : start + CHUNK]
+                chunk = paths[start : start + IMAGES_PER_CHUNK]
                 reads.append((start, reader.submit(storage, chunk)))
             if reads and len(decodes) < window.decoding:
                 start, futures = reads.popleft()
@@ -82,27 +97,20 @@ def compute(
     return images, outcomes
 
 
-def run_partition(
-    part: PartitionPlan,
-    manifest: str,
-    storage: Storage,
-    spec: ImageSpec,
-    out: str,
-    executor: str = "auto",
-    workers: int | None = None,
-) -> dict:
+def run_partition(part: PartitionPlan, settings: PartitionSettings) -> dict:
     """Commit the shard for `part` unless an identical one is already done; return its summary."""
+    out, kind, n = settings.out, settings.executor, settings.workers
     record = shards.done_record(out, part.id, part.fingerprint)
     if record is not None:
         return summary(record, computed=False, seconds=0.0)
     t0 = time.perf_counter()
-    paths = read_rows(manifest, part.id)
-    kind, n = parallel.resolve(executor, workers)
+    storage = open_storage(settings.images)
+    paths = read_rows(settings.plan_file, part.id)
     cpu = parallel.decode_pool(kind, n)
     reader = Reader.for_decoders(kind, storage.remote, n)
     window = Window.sized(reader.threads, n)
     try:
-        images, outcomes = compute(paths, storage, spec, cpu, reader, window)
+        images, outcomes = compute(paths, storage, settings.spec, cpu, reader, window)
     except BrokenProcessPool as exc:  # a dead fetch process is reported by the reader
         parallel.discard(kind, n, cpu)
         raise TransientError(f"a decode worker process died: {exc}") from exc

@@ -18,7 +18,8 @@ from imgbatch.pixels.images import Outcome
 from imgbatch.storage.base import Storage
 from imgbatch.storage.relpath import InvalidPath
 
-CHUNK = 32
+# Sources read, and then standardized, as one unit of work.
+IMAGES_PER_CHUNK = 32
 
 Fetched = bytes | Outcome
 
@@ -27,8 +28,8 @@ Fetched = bytes | Outcome
 class Window:
     """How far reads run ahead: chunks being read, and chunks handed to the decode pool.
 
-    At most (reading + decoding) * CHUNK sources are held at once, whatever the partition
-    size; a full decode window stops new reads (backpressure).
+    At most (reading + decoding) * IMAGES_PER_CHUNK sources are held at once, whatever the
+    partition size; a full decode window stops new reads (backpressure).
     """
 
     reading: int = 2
@@ -37,7 +38,7 @@ class Window:
     @classmethod
     def sized(cls, io_threads: int, decode_workers: int) -> Window:
         """Enough chunks in reading to keep every I/O thread busy, two per decode worker."""
-        return cls(reading=-(-io_threads // CHUNK) + 1, decoding=2 * decode_workers)
+        return cls(reading=-(-io_threads // IMAGES_PER_CHUNK) + 1, decoding=2 * decode_workers)
 
 
 def fetch(storage: Storage, path: str) -> Fetched:

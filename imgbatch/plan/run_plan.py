@@ -44,7 +44,7 @@ class PartitionPlan:
 @dataclass(frozen=True)
 class Plan:
     n_rows: int
-    rows_file: str
+    plan_file: str
     partitions: list[PartitionPlan]
     found: int  # rows whose source exists
     first_missing: str | None  # the first row path whose source does not exist
@@ -120,12 +120,12 @@ def make_plan(
     os.makedirs(out, exist_ok=True)
     for folder in (out, os.path.join(out, SHARDS_DIR)):
         remove_stale_temps(folder)
-    rows_file = os.path.join(out, PLAN_FILE)
+    plan_file = os.path.join(out, PLAN_FILE)
     libraries = pixel_libraries()
-    note = libraries_note(_last_libraries(rows_file), libraries)
+    note = libraries_note(_last_libraries(plan_file), libraries)
     if note:
         log.warning(note)
-    _write_rows(rows_file, paths, identities, partition_size, libraries)
+    _write_rows(plan_file, paths, identities, partition_size, libraries)
     plans = [
         PartitionPlan(
             p.id,
@@ -139,7 +139,7 @@ def make_plan(
     ]
     missing = (p for p, i in zip(paths, identities, strict=True) if i in (None, "invalid"))
     found = sum(i not in (None, "invalid") for i in identities)
-    return Plan(len(paths), rows_file, plans, found, next(missing, None), note)
+    return Plan(len(paths), plan_file, plans, found, next(missing, None), note)
 
 
 def _last_libraries(path: str) -> dict | None:
@@ -175,16 +175,16 @@ def _write_rows(
         pq.write_table(table, tmp, row_group_size=partition_size)
 
 
-def read_rows(rows_file: str, partition_id: int) -> list[str]:
+def read_rows(plan_file: str, partition_id: int) -> list[str]:
     """The image paths of one partition (its own row group only)."""
-    st = os.stat(rows_file)
-    footer = _footer(rows_file, st.st_ino, st.st_mtime_ns, st.st_size)
-    with pq.ParquetFile(rows_file, metadata=footer) as f:
+    st = os.stat(plan_file)
+    footer = _footer(plan_file, st.st_ino, st.st_mtime_ns, st.st_size)
+    with pq.ParquetFile(plan_file, metadata=footer) as f:
         return f.read_row_group(partition_id, columns=["image_path"])["image_path"].to_pylist()
 
 
 @lru_cache(maxsize=4)
-def _footer(rows_file: str, inode: int, mtime_ns: int, size: int) -> pq.FileMetaData:
+def _footer(plan_file: str, inode: int, mtime_ns: int, size: int) -> pq.FileMetaData:
     """The plan's footer, parsed once per process and version of the file (a rewrite is a
     new inode): it lists every row group, 2 ms to parse at 500 partitions, once each."""
-    return pq.read_metadata(rows_file)
+    return pq.read_metadata(plan_file)

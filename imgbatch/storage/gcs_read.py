@@ -55,7 +55,7 @@ _local = _Local()
 
 
 @dataclass(frozen=True)
-class Fetched:
+class StoredObject:
     """An object's stored bytes and the crc32c GCS reported for them (None if it did not)."""
 
     data: bytes
@@ -181,7 +181,7 @@ def _exchange(base: str, path: str, headers: dict[str, str], timeout: float):
     return r.status, r.headers, r.read()
 
 
-def get_object(base: str, bucket: str, name: str, timeout: float) -> Fetched:
+def get_object(base: str, bucket: str, name: str, timeout: float) -> StoredObject:
     """One GET from endpoint `base` of the object's stored bytes.
 
     Raises FileNotFoundError (no such object), TransientError (may pass) or PermanentError.
@@ -202,7 +202,9 @@ def get_object(base: str, bucket: str, name: str, timeout: float) -> Fetched:
         raise TransientError(f"{what}: HTTP {status}")
     if status != 200:
         raise PermanentError(f"{what}: {status} {body[:200].decode(errors='replace')}")
-    return Fetched(body, stored_crc32c(headers.get_all("x-goog-hash") or []), _gzipped(headers))
+    return StoredObject(
+        body, stored_crc32c(headers.get_all("x-goog-hash") or []), _gzipped(headers)
+    )
 
 
 def stored_crc32c(values: list[str]) -> str | None:

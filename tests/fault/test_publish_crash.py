@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imgbatch.compute.partition import run_partition
+from imgbatch.compute.partition import PartitionSettings, run_partition
 from imgbatch.output.assemble import assemble
 from imgbatch.output.ownership import claim_output, dataset_identity
 from imgbatch.output.shards import shard_paths
@@ -80,7 +80,7 @@ def run(csv: str, root: str, out: Path) -> list[dict]:
         storage = open_storage(root)
         plan = make_plan(csv, "image_path", storage, SPEC, PARTITION_SIZE, str(out))
         summaries = [
-            run_partition(p, plan.rows_file, storage, SPEC, str(out), "threads", 1)
+            run_partition(p, PartitionSettings(plan.plan_file, root, str(out), SPEC, "threads", 1))
             for p in plan.partitions
         ]
         assemble(str(out), plan.partitions, plan.n_rows, SPEC, {}, dataset=dataset)
@@ -106,7 +106,7 @@ def sets(make_dataset, tmp_path: Path) -> Sets:
     storage = open_storage(root)
     plan = make_plan(csv, "image_path", storage, SPEC, PARTITION_SIZE, str(out))
     for p in plan.partitions:
-        run_partition(p, plan.rows_file, storage, SPEC, str(out), "threads", 1)
+        run_partition(p, PartitionSettings(plan.plan_file, root, str(out), SPEC, "threads", 1))
     return Sets(out, csv, root, old, new)
 
 

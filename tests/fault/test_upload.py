@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -212,6 +213,11 @@ def test_bad_arguments_are_usage_errors_before_any_request(faulty_gcs, src, dest
     assert faulty_gcs.proxy.log == []
 
 
+def as_fields(policy: RetryPolicy) -> dict:
+    """The upload flow's parameters that set `policy`."""
+    return {f"object_{k}": v for k, v in asdict(policy).items()}
+
+
 def flow_artifacts(flow_run_id) -> list:
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
@@ -225,8 +231,10 @@ def test_flow_uploads_and_reports_progress_in_files_and_bytes(prefect_server, fa
     from imgbatch.flows.upload import upload_tree as upload_flow
 
     faulty_gcs.proxy.set_rules(Rule("status:503", method="POST", path=UPLOAD, every=4))
-    params = UploadParams(src_dir=str(tree), dest=faulty_gcs.url(PREFIX), workers=3)
-    state = upload_flow(params, policy=FAST, return_state=True)
+    params = UploadParams(
+        src_dir=str(tree), dest=faulty_gcs.url(PREFIX), workers=3, **as_fields(FAST)
+    )
+    state = upload_flow(params, return_state=True)
     assert state.is_completed(), state.message
     n = len(local_objects(tree))
     total = sum(len(b) for b in local_objects(tree).values())
@@ -256,12 +264,9 @@ def test_flow_fails_after_task_retries_naming_the_object(prefect_server, faulty_
         workers=4,
         retries=1,
         retry_delay_seconds=0,
+        **as_fields(BUDGET),
     )
-    state = upload_flow(
-        params,
-        policy=BUDGET,
-        return_state=True,
-    )
+    state = upload_flow(params, return_state=True)
     assert state.is_failed()
     with pytest.raises(TransientError, match=re.escape(f"gs://{faulty_gcs.name}/{bad}")):
         state.result()

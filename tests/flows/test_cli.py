@@ -76,14 +76,14 @@ def test_preprocess_command_succeeds_and_reports_the_output(make_dataset, tmp_pa
 @pytest.mark.usefixtures("prefect_server")
 def test_failed_partition_gives_exit_1_and_one_line(make_dataset, tmp_path, capfd, monkeypatch):
     csv, root, _ = make_dataset(10)
-    original = imgbatch.tasks.preprocess.run_job_partition
+    original = imgbatch.tasks.preprocess.run_partition
 
     def fail_second(part, *a, **kw):
         if part.id == 1:
             raise PermanentError("disk says no (injected)")
         return original(part, *a, **kw)
 
-    monkeypatch.setattr(imgbatch.tasks.preprocess, "run_job_partition", fail_second)
+    monkeypatch.setattr(imgbatch.tasks.preprocess, "run_partition", fail_second)
     code = main(args_for(csv, root, tmp_path / "out", "--partition-size", "5"))
     captured = capfd.readouterr().err
     assert "disk says no (injected)" in captured and "Traceback" not in captured
@@ -115,13 +115,13 @@ import sys
 import imgbatch.tasks.preprocess
 from imgbatch.cli.main import main
 from imgbatch.errors import TransientError
-original, calls = imgbatch.tasks.preprocess.run_job_partition, []
+original, calls = imgbatch.tasks.preprocess.run_partition, []
 def drop_once(part, *a, **kw):
     calls.append(part.id)
     if part.id == 2 and calls.count(2) == 1:
         raise TransientError("connection reset (injected)")
     return original(part, *a, **kw)
-imgbatch.tasks.preprocess.run_job_partition = drop_once
+imgbatch.tasks.preprocess.run_partition = drop_once
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -30,8 +30,9 @@ def cluster():
 
 
 def on_dask(address: str, params: PreprocessParams):
-    runner = prefect_dask.DaskTaskRunner(address=address)
-    return preprocess_images.with_options(task_runner=runner)(params, return_state=True)
+    """The flow as a deployment run calls it: the cluster named by a parameter."""
+    dask_params = params.model_copy(update={"dask_address": address})
+    return preprocess_images(dask_params, return_state=True)
 
 
 def local_run(make_dataset, tmp_path: Path, rows: int, partition_size: int) -> dict:
@@ -57,9 +58,15 @@ def assert_same_as_local(state, rows: int, tmp_path: Path) -> None:
 @pytest.mark.usefixtures("prefect_server")
 def test_dask_cluster_output_equals_local_threads(make_dataset, tmp_path):
     params = local_run(make_dataset, tmp_path, 30, 8)
-    with cluster() as c:
+    with (
+        cluster() as c,
+        distributed.Client(c) as client,
+        distributed.get_task_stream(client) as stream,
+    ):
         state = on_dask(c.scheduler_address, PreprocessParams(out=str(tmp_path / "dask"), **params))
     assert_same_as_local(state, 30, tmp_path)
+    ran = [t for t in stream.data if "partition" in str(t.get("key"))]
+    assert len(ran) == 4, f"the 4 partitions ran on the cluster: {stream.data}"
 
 
 class KillAtFirstShard(threading.Thread):

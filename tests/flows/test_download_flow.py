@@ -17,7 +17,6 @@ from prefect import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.logging.handlers import APILogHandler
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from imgbatch.cli.main import main
 from imgbatch.errors import PermanentError
@@ -136,17 +135,21 @@ def test_unwritable_destination_fails_fast(prefect_server, server, tmp_path):
     assert server.requests == [] and time.monotonic() - start < 10
 
 
-def test_parallel_downloads_are_bounded(prefect_server, server, tmp_path):
+@pytest.mark.parametrize("parallel", [1, 3])
+def test_parallel_downloads_are_bounded_by_the_parameter(
+    prefect_server, server, tmp_path, parallel
+):
+    """`parallel` is a field of the model, so a deployment run (which can only set fields)
+    bounds its downloads too."""
     urls = []
     for i in range(4):  # each takes ~0.3 s, so they would all overlap without a bound
         server.add(f"p{i}.bin", bytes(1 << 20), chunk_size=64 << 10, chunk_delay=0.02)
         urls.append(server.url(f"p{i}.bin"))
-    flow2 = download_archives.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))
 
-    state = flow2(DownloadParams(urls=urls, dest=str(tmp_path), **FAST), return_state=True)
+    state = run(urls, str(tmp_path), parallel=parallel, **FAST)
 
     assert state.is_completed(), state.message
-    assert server.max_in_flight == 2
+    assert server.max_in_flight == parallel
 
 
 def test_global_concurrency_limit_is_used_when_it_exists(prefect_server, server, tmp_path):

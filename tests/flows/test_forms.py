@@ -19,8 +19,7 @@ def flow_schema(module: str, attr: str) -> dict:
 @pytest.mark.parametrize(("module", "attr", "name"), FLOWS)
 def test_every_form_field_has_a_description(module, attr, name):
     schema = flow_schema(module, attr)
-    # upload-tree also takes the client retry policy (tests shorten it); nothing else may.
-    assert set(schema["properties"]) - {"params"} <= {"policy"}, schema["properties"]
+    assert set(schema["properties"]) == {"params"}, "every parameter is a field of the model"
     ref = schema["properties"]["params"]["$ref"]
     model = schema["definitions"][ref.rsplit("/", 1)[-1]]
     assert model["properties"], name
@@ -36,9 +35,18 @@ def test_choice_fields_are_dropdowns():
     assert fields["size"]["default"] == 64 and fields["size"]["exclusiveMinimum"] == 0
 
 
-def test_cli_options_are_the_model_fields():
-    from imgbatch.params import PreprocessParams
+@pytest.mark.parametrize(
+    ("command", "model"),
+    [
+        ("preprocess", "PreprocessParams"),
+        ("download", "DownloadParams"),
+        ("upload", "UploadParams"),
+        ("prepare", "PrepareParams"),
+    ],
+)
+def test_cli_options_are_the_model_fields(command, model):
+    import imgbatch.params
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    options = {a.dest for a in sub.choices["preprocess"]._actions} - {"help", "dask_address"}
-    assert options == set(PreprocessParams.model_fields)
+    options = {a.dest for a in sub.choices[command]._actions} - {"help"}
+    assert options == set(getattr(imgbatch.params, model).model_fields)

@@ -115,7 +115,7 @@ def test_a_permanent_failure_is_not_retried_and_the_others_are_committed(
 ):
     csv, root, _ = make_dataset(30)
     calls = []
-    original = imgbatch.tasks.preprocess.run_job_partition
+    original = imgbatch.tasks.preprocess.run_partition
 
     def failing_partition(part, *args, **kw):
         calls.append(part.id)
@@ -123,7 +123,7 @@ def test_a_permanent_failure_is_not_retried_and_the_others_are_committed(
             raise PermanentError("bucket says 403 for partition 1 (injected)")
         return original(part, *args, **kw)
 
-    monkeypatch.setattr(imgbatch.tasks.preprocess, "run_job_partition", failing_partition)
+    monkeypatch.setattr(imgbatch.tasks.preprocess, "run_partition", failing_partition)
     out = tmp_path / "out"
     state = run(csv, root, out, retries=3)
     assert state.is_failed()
@@ -137,7 +137,7 @@ def test_a_permanent_failure_is_not_retried_and_the_others_are_committed(
     assert [r["partition"] for r in table] == [1] and "403" in table[0]["reason"]
     assert "rows 10-19" in table[0]["reason"]
 
-    monkeypatch.setattr(imgbatch.tasks.preprocess, "run_job_partition", original)
+    monkeypatch.setattr(imgbatch.tasks.preprocess, "run_partition", original)
     stamps = [(out / f"shards/part-0000{i}.npy").stat().st_mtime_ns for i in (0, 2)]
     state = run(csv, root, out)
     assert state.is_completed(), state.message
@@ -176,7 +176,7 @@ def test_global_concurrency_limit_is_honoured(make_dataset, tmp_path, monkeypatc
     csv, root, _ = make_dataset(40)
     spans: list[tuple[float, float]] = []
     lock = threading.Lock()
-    original = imgbatch.tasks.preprocess.run_job_partition
+    original = imgbatch.tasks.preprocess.run_partition
 
     def timed(*args, **kw):
         t0 = time.monotonic()
@@ -186,7 +186,7 @@ def test_global_concurrency_limit_is_honoured(make_dataset, tmp_path, monkeypatc
             with lock:
                 spans.append((t0, time.monotonic()))
 
-    monkeypatch.setattr(imgbatch.tasks.preprocess, "run_job_partition", timed)
+    monkeypatch.setattr(imgbatch.tasks.preprocess, "run_partition", timed)
     with get_client(sync_client=True) as client:
         limit_id = client.create_global_concurrency_limit(
             GlobalConcurrencyLimitCreate(name=CONCURRENCY_LIMIT, limit=1)

@@ -11,14 +11,10 @@ import numpy as np
 import pytest
 from imgbatch.flows.preprocess import preprocess_images
 
-from imgbatch.compute.partition import run_partition
 from imgbatch.layout import SHARDS_DIR
-from imgbatch.output.assemble import assemble
 from imgbatch.output.verify import verify_output
 from imgbatch.params import PreprocessParams
-from imgbatch.pixels.spec import ImageSpec
-from imgbatch.plan.run_plan import make_plan
-from imgbatch.storage.base import open_storage
+from imgbatch.pipeline import preprocess
 
 ROWS = 1000
 SIZE = 8
@@ -59,11 +55,11 @@ def partitions_of(names: list[str]) -> list[str]:
 
 def core_images(csv: str, root: str, out: Path) -> bytes:
     """images.npy as the core library makes it in one partition: what 1,000 must equal."""
-    storage, spec = open_storage(root), ImageSpec(size=SIZE)
-    plan = make_plan(csv, "image_path", storage, spec, ROWS, str(out))
-    for part in plan.partitions:
-        run_partition(part, plan.rows_file, storage, spec, str(out), "threads", 1)
-    assemble(str(out), plan.partitions, plan.n_rows, spec, {})
+    preprocess(
+        PreprocessParams(
+            csv=csv, images=root, out=str(out), size=SIZE, partition_size=ROWS, workers=1
+        )
+    )
     return (out / "images.npy").read_bytes()
 
 

@@ -11,7 +11,7 @@ import hashlib
 
 import pytest
 
-from imgbatch.compute.partition import run_partition
+from imgbatch.compute.partition import PartitionSettings, run_partition
 from imgbatch.output.assemble import assemble
 from imgbatch.pixels.spec import ImageSpec
 from imgbatch.plan.run_plan import make_plan
@@ -34,7 +34,7 @@ def test_fixed_corpus_gives_the_pinned_bytes(tmp_path, spec):
     out = str(tmp_path / "out")
     plan = make_plan(str(csv), "image_path", storage, spec, 10, out)
     for p in plan.partitions:
-        run_partition(p, plan.rows_file, storage, spec, out, "threads", 1)
+        run_partition(p, PartitionSettings(plan.plan_file, storage.root, out, spec, "threads", 1))
     assemble(out, plan.partitions, plan.n_rows, spec, {})
     digest = hashlib.sha256((tmp_path / "out/images.npy").read_bytes()).hexdigest()
     assert digest == PINNED[spec]

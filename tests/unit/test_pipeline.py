@@ -1,4 +1,5 @@
-"""Core pipeline without Prefect: plan -> partitions -> shards -> assembled outputs."""
+"""The core pipeline without Prefect: imgbatch.pipeline's one sequence (check, claim OUT,
+plan, found check, split done, partitions, assemble), and the building blocks under it."""
 
 from __future__ import annotations
 
@@ -12,29 +13,38 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from imgbatch import pipeline
 from imgbatch.atomic_files import read_json, write_json
-from imgbatch.compute.partition import run_partition
+from imgbatch.compute.partition import PartitionSettings, run_partition
+from imgbatch.layout import IMAGES, INDEX, PREVIEW, RUN
 from imgbatch.output import shards
 from imgbatch.output.assemble import ShardError, assemble
+from imgbatch.output.ownership import OutputConflict
 from imgbatch.output.verify import verify_output
+from imgbatch.output.writer_lock import OutputBusy, output_lock
+from imgbatch.params import PreprocessParams
+from imgbatch.pipeline import preprocess, preprocess_run
 from imgbatch.pixels.images import standardize
 from imgbatch.pixels.spec import ImageSpec
 from imgbatch.plan.run_plan import make_plan
 from imgbatch.storage.base import open_storage
 
-DEFAULT_SPEC = ImageSpec()
 
-
-def run_core(csv, root, out, spec=DEFAULT_SPEC, size=10, executor="threads", workers=2, order=None):
-    """Plan, compute partitions (in `order` if given), assemble; return (plan, summaries, run)."""
-    storage = open_storage(root)
-    plan = make_plan(csv, "image_path", storage, spec, size, str(out))
-    parts = plan.partitions if order is None else [plan.partitions[i] for i in order]
-    summaries = [
-        run_partition(p, plan.rows_file, storage, spec, str(out), executor, workers) for p in parts
-    ]
-    run = assemble(str(out), plan.partitions, plan.n_rows, spec, {"test": True})
-    return plan, summaries, run
+def run_core(csv, root, out, rows=10, executor="threads", workers=2, order=None, **pixels):
+    """One run through the pipeline, partitions in `order` if given; (plan, summaries, run)."""
+    params = PreprocessParams(
+        csv=str(csv),
+        images=str(root),
+        out=str(out),
+        partition_size=rows,
+        executor=executor,
+        workers=workers,
+        **pixels,
+    )
+    with preprocess_run(params, "test_pipeline") as run:
+        parts = run.todo if order is None else [run.plan.partitions[i] for i in order]
+        outcome = run.finish([run_partition(p, run.settings) for p in parts], {})
+    return run.plan, outcome.results, outcome.run
 
 
 def sha(path) -> str:
@@ -52,7 +62,7 @@ def test_rows_stay_aligned_with_missing_duplicate_bad_and_unsorted_rows(make_dat
     rows = paths[::-1] + ["gone/none.jpg", paths[3], "../outside.jpg", "", "dir.jpg", paths[3]]
     pd.DataFrame({"image_path": rows, "x": range(len(rows))}).to_csv(csv, index=False)
     out = tmp_path / "out"
-    _, _, run = run_core(csv, root, out, size=7)
+    _, _, run = run_core(csv, root, out, rows=7)
 
     images = np.load(out / "images.npy", mmap_mode="r")
     index = pd.read_parquet(out / "index.parquet")
@@ -75,8 +85,8 @@ def test_rows_stay_aligned_with_missing_duplicate_bad_and_unsorted_rows(make_dat
 
 def test_partition_order_does_not_change_the_output(make_dataset, tmp_path):
     csv, root, _ = make_dataset(35)
-    run_core(csv, root, tmp_path / "seq", size=8)
-    run_core(csv, root, tmp_path / "rev", size=8, order=[4, 2, 0, 3, 1])
+    run_core(csv, root, tmp_path / "seq", rows=8)
+    run_core(csv, root, tmp_path / "rev", rows=8, order=[4, 2, 0, 3, 1])
     assert sha(tmp_path / "seq/images.npy") == sha(tmp_path / "rev/images.npy")
     assert sha(tmp_path / "seq/index.parquet") == sha(tmp_path / "rev/index.parquet")
 
@@ -102,11 +112,18 @@ def test_second_run_recomputes_nothing_and_writes_identical_bytes(make_dataset, 
     assert run1["images_sha256"] == run2["images_sha256"]
 
 
+def remove_outputs(out: Path) -> None:
+    """Delete the published set, keeping the shards."""
+    for name in (RUN, IMAGES, INDEX, PREVIEW):
+        os.unlink(out / name)
+
+
 def test_changed_parameter_recomputes_every_partition(make_dataset, tmp_path):
     csv, root, _ = make_dataset(15)
     out = tmp_path / "out"
-    run_core(csv, root, out, spec=ImageSpec(size=64))
-    _, summaries, run = run_core(csv, root, out, spec=ImageSpec(size=32))
+    run_core(csv, root, out)
+    remove_outputs(out)  # OUT then holds only shards, of other pixels
+    _, summaries, run = run_core(csv, root, out, size=32)
     assert all(s["computed"] for s in summaries)
     assert np.load(out / "images.npy").shape == (15, 32, 32, 3)
     assert run["shape"] == [15, 32, 32, 3]
@@ -149,8 +166,7 @@ def test_damaged_shard_makes_assembly_refuse_then_rerun_recovers(make_dataset, t
     csv, root, _ = make_dataset(30)
     out = tmp_path / "out"
     plan, _, run1 = run_core(csv, root, out)
-    os.unlink(out / "run.json")
-    os.unlink(out / "images.npy")
+    remove_outputs(out)
     npy = shards.shard_paths(str(out), 2).npy
     data = bytearray(Path(npy).read_bytes())
     data[-5] ^= 0xFF  # same size, one pixel changed: only the hash can tell
@@ -170,7 +186,8 @@ def test_assembly_refuses_while_a_partition_is_not_done(make_dataset, tmp_path):
     storage = open_storage(root)
     plan = make_plan(csv, "image_path", storage, ImageSpec(), 10, out)
     for p in plan.partitions[:2]:
-        run_partition(p, plan.rows_file, storage, ImageSpec(), out, "threads", 1)
+        settings = PartitionSettings(plan.plan_file, root, out, ImageSpec(), "threads", 1)
+        run_partition(p, settings)
     with pytest.raises(ShardError, match="not done.*2"):
         assemble(out, plan.partitions, plan.n_rows, ImageSpec(), {})
     assert not os.path.exists(os.path.join(out, "images.npy"))
@@ -178,7 +195,7 @@ def test_assembly_refuses_while_a_partition_is_not_done(make_dataset, tmp_path):
 
 def test_ragged_last_partition_and_partition_records(make_dataset, tmp_path):
     csv, root, _ = make_dataset(23)
-    plan, summaries, _ = run_core(csv, root, tmp_path / "out", size=10)
+    plan, summaries, _ = run_core(csv, root, tmp_path / "out", rows=10)
     assert [(p.start, p.stop) for p in plan.partitions] == [(0, 10), (10, 20), (20, 23)]
     assert [s["rows"] for s in summaries] == [10, 10, 3]
     assert len({p.fingerprint for p in plan.partitions}) == 3
@@ -208,7 +225,7 @@ def test_a_rewritten_plan_is_read_afresh_in_the_same_process(make_dataset, tmp_p
     csv, root, paths = make_dataset(12)
     out, storage = str(tmp_path / "out"), open_storage(root)
     plan = make_plan(csv, "image_path", storage, ImageSpec(), 5, out)
-    assert [read_rows(plan.rows_file, p.id) for p in plan.partitions] == [
+    assert [read_rows(plan.plan_file, p.id) for p in plan.partitions] == [
         paths[0:5],
         paths[5:10],
         paths[10:12],
@@ -216,7 +233,7 @@ def test_a_rewritten_plan_is_read_afresh_in_the_same_process(make_dataset, tmp_p
     reordered = paths[::-1]
     pd.DataFrame({"image_path": reordered}).to_csv(csv, index=False)
     plan = make_plan(csv, "image_path", storage, ImageSpec(), 4, out)
-    assert [read_rows(plan.rows_file, p.id) for p in plan.partitions] == [
+    assert [read_rows(plan.plan_file, p.id) for p in plan.partitions] == [
         reordered[0:4],
         reordered[4:8],
         reordered[8:12],
@@ -270,9 +287,9 @@ def test_a_changed_pixel_library_or_switch_recomputes_a_finished_output(
     csv, root, _ = make_dataset(12)
     out = tmp_path / "out"
     monkeypatch.setenv("IMGBATCH_FAST_DECODE", "1")
-    first, summaries, _ = run_core(csv, root, out, size=5)
+    first, summaries, _ = run_core(csv, root, out, rows=5)
     assert [s["computed"] for s in summaries] == [True] * 3 and first.note == ""
-    again, summaries, _ = run_core(csv, root, out, size=5)
+    again, summaries, _ = run_core(csv, root, out, rows=5)
     assert [s["computed"] for s in summaries] == [False] * 3 and again.note == ""
     if change == "pillow":
         named = f"pillow {PIL.__version__} -> 13.99.0-test"
@@ -281,7 +298,7 @@ def test_a_changed_pixel_library_or_switch_recomputes_a_finished_output(
         named = "fast_decode True -> False"
         monkeypatch.setenv("IMGBATCH_FAST_DECODE", "0")
     with caplog.at_level("WARNING", logger="imgbatch.plan.run_plan"):
-        after, summaries, _ = run_core(csv, root, out, size=5)
+        after, summaries, _ = run_core(csv, root, out, rows=5)
     assert [s["computed"] for s in summaries] == [True] * 3
     assert named in after.note and "recomputing" in after.note
     assert [r.getMessage() for r in caplog.records if r.name == "imgbatch.plan.run_plan"] == [
@@ -292,7 +309,7 @@ def test_a_changed_pixel_library_or_switch_recomputes_a_finished_output(
     assert {p.fingerprint for p in after.partitions}.isdisjoint(
         p.fingerprint for p in first.partitions
     )
-    last, summaries, _ = run_core(csv, root, out, size=5)
+    last, summaries, _ = run_core(csv, root, out, rows=5)
     assert [s["computed"] for s in summaries] == [False] * 3 and last.note == ""
 
 
@@ -311,3 +328,66 @@ def test_the_code_version_names_the_libraries_that_decide_pixels(monkeypatch):
     monkeypatch.undo()
     monkeypatch.setenv("IMGBATCH_FAST_DECODE", "0")
     assert pixel_libraries()["imagecodecs"] is None and code_version() != version
+
+
+def test_preprocess_runs_the_whole_job_without_prefect(make_dataset, tmp_path):
+    """The notebook way: one call, the same bytes as the step-by-step run, a rerun no work."""
+    csv, root, _ = make_dataset(23, extra=["gone.jpg"])
+    params = PreprocessParams(csv=csv, images=root, out=str(tmp_path / "nb"), partition_size=10)
+    outcome = preprocess(params)
+    assert outcome.run["counts"] == {"ok": 23, "missing": 1}
+    assert [r["computed"] for r in outcome.results] == [True, True, True]
+    run_core(csv, root, tmp_path / "steps")
+    assert sha(tmp_path / "nb/images.npy") == sha(tmp_path / "steps/images.npy")
+    again = preprocess(params)
+    assert not any(r["computed"] for r in again.results)
+    assert again.run["images_sha256"] == outcome.run["images_sha256"]
+
+
+def test_preprocess_holds_the_writer_lock_and_checks_ownership(make_dataset, tmp_path):
+    csv, root, _ = make_dataset(6)
+    out = tmp_path / "out"
+    params = PreprocessParams(csv=csv, images=root, out=str(out), partition_size=3)
+    with output_lock(str(out), "another run"), pytest.raises(OutputBusy, match="another run"):
+        preprocess(params)
+    assert not (out / "shards").exists(), "a refused run computes nothing"
+    preprocess(params)
+    with pytest.raises(OutputConflict, match="--overwrite"):
+        preprocess(params.model_copy(update={"size": 32}))
+    assert np.load(out / "images.npy").shape == (6, 64, 64, 3)
+
+
+def test_a_failed_partition_leaves_the_others_committed(make_dataset, tmp_path, monkeypatch):
+    csv, root, _ = make_dataset(30)
+    out = tmp_path / "out"
+    params = PreprocessParams(csv=csv, images=root, out=str(out), partition_size=10)
+    real = pipeline.run_partition
+
+    def fail_one(part, settings):
+        if part.id == 1:
+            raise OSError("disk says no (injected)")
+        return real(part, settings)
+
+    monkeypatch.setattr(pipeline, "run_partition", fail_one)
+    with pytest.raises(pipeline.PartitionsFailed, match="1 of 3 partitions failed.*rows 10-19"):
+        preprocess(params)
+    assert sorted(p.name for p in (out / "shards").glob("*.done.json")) == [
+        "part-00000.done.json",
+        "part-00002.done.json",
+    ]
+    assert not (out / "images.npy").exists()
+    monkeypatch.setattr(pipeline, "run_partition", real)
+    outcome = preprocess(params)
+    assert [r["partition"] for r in outcome.results if r["computed"]] == [1]
+
+
+def test_chosen_partitions_leave_the_output_unassembled_until_the_rest_are_done(
+    make_dataset, tmp_path
+):
+    csv, root, _ = make_dataset(30)
+    params = PreprocessParams(
+        csv=csv, images=root, out=str(tmp_path / "out"), partition_size=10, partitions=[2]
+    )
+    outcome = preprocess(params)
+    assert outcome.run is None and "2 partitions outside [2] are not done" in outcome.note
+    assert preprocess(params.model_copy(update={"partitions": None})).run["rows"] == 30

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imgbatch.compute.partition import run_partition
+from imgbatch.compute.partition import PartitionSettings, run_partition
 from imgbatch.errors import PermanentError, UsageError
 from imgbatch.layout import OUTPUT_FORMAT
 from imgbatch.output.assemble import assemble
@@ -34,7 +34,8 @@ def run(csv, root, out, spec=DEFAULT_SPEC, overwrite=False) -> dict:
         storage = open_storage(str(root))
         plan = make_plan(str(csv), "image_path", storage, spec, 10, str(out))
         for p in plan.partitions:
-            run_partition(p, plan.rows_file, storage, spec, str(out), "threads", 1)
+            settings = PartitionSettings(plan.plan_file, str(root), str(out), spec, "threads", 1)
+            run_partition(p, settings)
         return assemble(str(out), plan.partitions, plan.n_rows, spec, {}, dataset=dataset)
 
 
@@ -176,7 +177,8 @@ def test_missing_empty_or_shards_only_out_is_fine(make_dataset, tmp_path):
     out = tmp_path / "out"
     storage = open_storage(root)
     plan = make_plan(csv, "image_path", storage, ImageSpec(), 10, str(out))
-    run_partition(plan.partitions[0], plan.rows_file, storage, ImageSpec(), str(out), "threads", 1)
+    settings = PartitionSettings(plan.plan_file, root, str(out), ImageSpec(), "threads", 1)
+    run_partition(plan.partitions[0], settings)
     check_output(str(out), dataset, False)
     (tmp_path / "file").write_text("x")
     with pytest.raises(UsageError, match="is a file, not a folder"):

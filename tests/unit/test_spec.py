@@ -1,11 +1,12 @@
-"""ImageSpec and parse_background: good values pass through, bad ones name the problem."""
+"""ImageSpec, and the parameters it is made from: good values pass through, bad ones are
+stopped by the model with a line that names the problem."""
 
 from __future__ import annotations
 
 import pytest
 
 from imgbatch.errors import UsageError
-from imgbatch.params import parse_background
+from imgbatch.params import PreprocessParams, parse_background
 from imgbatch.pixels.spec import RESIZE_MODES, ImageSpec
 
 
@@ -32,29 +33,29 @@ def test_spec_is_frozen() -> None:
         ImageSpec().size = 32  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("size", [0, -1, 1.5, "64", None])
-def test_bad_size(size: object) -> None:
-    with pytest.raises(UsageError, match=r"size must be a positive integer") as err:
-        ImageSpec(size=size)  # type: ignore[arg-type]
-    assert repr(size) in str(err.value)
-
-
-@pytest.mark.parametrize("mode", ["crop", "", "STRETCH", "center-crop", None])
-def test_bad_resize_mode(mode: object) -> None:
-    with pytest.raises(UsageError, match=r"resize_mode must be one of") as err:
-        ImageSpec(resize_mode=mode)  # type: ignore[arg-type]
-    msg = str(err.value)
-    assert repr(mode) in msg
-    assert all(m in msg for m in RESIZE_MODES)
-
-
 @pytest.mark.parametrize(
-    "bg", [(256, 0, 0), (-1, 0, 0), (1, 2), (1, 2, 3, 4), (1.5, 2, 3), ("1", "2", "3"), "red"]
+    ("values", "message"),
+    [
+        ({"size": 0}, "--size: Input should be greater than 0"),
+        ({"size": 1.5}, "--size: Input should be a valid integer"),
+        ({"size": None}, "--size: Input should be a valid integer"),
+        ({"resize_mode": "crop"}, "--resize-mode: Input should be 'stretch', 'center_crop' or"),
+        ({"resize_mode": None}, "--resize-mode: Input should be 'stretch', 'center_crop' or"),
+        ({"background": (256, 0, 0)}, "--background.0: Input should be less than or equal"),
+        ({"background": (1, 2)}, "--background.2: Field required"),
+        ({"background": "red"}, "background must be three integers 0-255"),
+    ],
 )
-def test_bad_background(bg: object) -> None:
-    with pytest.raises(UsageError, match=r"background must be three integers 0-255") as err:
-        ImageSpec(background=bg)  # type: ignore[arg-type]
-    assert repr(bg) in str(err.value)
+def test_bad_pixel_parameters_stop_at_the_model(values: dict, message: str) -> None:
+    """The one check of what ImageSpec holds: the parameter model, with one line."""
+    with pytest.raises(UsageError) as err:
+        PreprocessParams.checked(csv="a.csv", images="i", out="o", **values)
+    assert str(err.value).startswith(message), str(err.value)
+
+
+def test_the_model_gives_the_spec() -> None:
+    params = PreprocessParams(csv="a.csv", images="i", out="o", size=32, background="1,2,3")
+    assert params.spec() == ImageSpec(32, "stretch", (1, 2, 3))
 
 
 @pytest.mark.parametrize(

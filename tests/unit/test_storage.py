@@ -14,7 +14,7 @@ import pytest
 
 from imgbatch.compute import parallel
 from imgbatch.compute.partition import compute
-from imgbatch.compute.reading import CHUNK, Reader, Window
+from imgbatch.compute.reading import IMAGES_PER_CHUNK, Reader, Window
 from imgbatch.errors import UsageError
 from imgbatch.pixels.images import standardize
 from imgbatch.pixels.spec import ImageSpec
@@ -130,7 +130,7 @@ def _settle(storage: CountingStorage, timeout: float = 10.0) -> int:
 
 def test_reads_run_ahead_of_a_stalled_decoder_by_the_window_only(make_dataset):
     _, root, paths = make_dataset(8)
-    rows = (paths * 40)[: 12 * CHUNK]
+    rows = (paths * 40)[: 12 * IMAGES_PER_CHUNK]
     storage = CountingStorage(root)
     window = Window(reading=2, decoding=3)
     cpu, io = GatedPool(), ThreadPoolExecutor(4)
@@ -142,14 +142,14 @@ def test_reads_run_ahead_of_a_stalled_decoder_by_the_window_only(make_dataset):
     try:
         ahead = _settle(storage)
         # decoding is stalled: the decode window is full and the next chunks are read, no more
-        assert ahead == (window.reading + window.decoding) * CHUNK < len(rows)
+        assert ahead == (window.reading + window.decoding) * IMAGES_PER_CHUNK < len(rows)
     finally:
         cpu.gate.set()
         worker.join(60)
     images, outcomes = result["out"]
     assert storage.reads == len(rows)
     assert [o.status for o in outcomes] == ["ok"] * len(rows)
-    for i in (0, CHUNK * 5 + 3, len(rows) - 1):
+    for i in (0, IMAGES_PER_CHUNK * 5 + 3, len(rows) - 1):
         expected, _ = standardize(Path(root, rows[i]).read_bytes(), SPEC)
         assert np.array_equal(images[i], expected)
 
@@ -165,7 +165,7 @@ def test_remote_reads_move_to_fetch_processes_only_with_process_decoding():
 
 def test_window_covers_the_io_threads_and_the_decoders():
     w = Window.sized(io_threads=128, decode_workers=16)
-    assert (w.reading - 1) * CHUNK >= 128 and w.decoding == 32
+    assert (w.reading - 1) * IMAGES_PER_CHUNK >= 128 and w.decoding == 32
 
 
 def test_clean_relative_normalizes_as_purepath_does_and_refuses_escapes():
