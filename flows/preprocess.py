@@ -13,12 +13,12 @@ from imgbatch.flows.states import fails_cleanly, failure
 from imgbatch.tasks.limits import existing_limit
 from imgbatch.tasks.preprocess import assemble_outputs, plan_run, preprocess_partition
 from imgbatch.tasks.report import ProgressArtifact, publish_summary
-from imgbatch.tasks.retry import backoff
 from prefect import flow
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
 
 from imgbatch.compute import parallel
 from imgbatch.compute.job import Job
@@ -82,7 +82,7 @@ def run_partitions(
     """One task run per partition still to do; (summaries of all done, reasons of failed)."""
     task = preprocess_partition.with_options(
         retries=params.retries,
-        retry_delay_seconds=backoff(params.retry_delay_seconds, params.retries),
+        retry_delay_seconds=exponential_backoff(params.retry_delay_seconds),
     )
     limit = existing_limit(CONCURRENCY_LIMIT)
     results = [{**r, "computed": False} for r in done]
