@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from imgbatch.errors import WriteError
+from imgbatch.upstream import numpy_short_write
 
 HASH_BLOCK = 1 << 24
 
@@ -103,7 +104,7 @@ def write_failure(exc: OSError, path: str) -> str | None:
     """
     if exc.errno in _CAUSES:
         return _CAUSES[exc.errno]
-    if exc.errno is None and "requested and" in str(exc):
+    if numpy_short_write(exc):
         free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
         if free < 1 << 20:
             return _CAUSES[errno.ENOSPC]

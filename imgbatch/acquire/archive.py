@@ -29,6 +29,7 @@ from typing import IO
 
 from imgbatch.atomic_files import read_json, write_json
 from imgbatch.errors import PermanentError, UsageError
+from imgbatch.upstream import tar_ended_early
 
 CHUNK = 1 << 20
 SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar")
@@ -207,7 +208,7 @@ def verify_archive(archive: str | os.PathLike) -> tuple[int, int]:
 def damage(archive: Path, exc: BaseException) -> DamagedArchive:
     """The DamagedArchive for an exception met while reading `archive`."""
     text = str(exc) or type(exc).__name__
-    return DamagedArchive(archive, text, isinstance(exc, EOFError) or "unexpected end" in text)
+    return DamagedArchive(archive, text, isinstance(exc, EOFError) or tar_ended_early(exc))
 
 
 def drain(f: IO[bytes] | None) -> int:

@@ -36,6 +36,7 @@ from imgbatch.storage.gcs_client import (
     translate,
     with_backoff,
 )
+from imgbatch.upstream import gcs_refused_checksum
 
 if TYPE_CHECKING:
     from google.cloud.storage import Bucket, Client
@@ -288,7 +289,7 @@ class _Sender:
             self._resolve_412()
             return
         except api_exc.BadRequest as exc:
-            if "crc32c" in str(exc).lower():  # GCS checked our crc32c and refused the body
+            if gcs_refused_checksum(exc):
                 raise TransientError(f"{self.uri}: body corrupted in transit: {exc}") from exc
             raise translate(exc, f"uploading {self.uri}") from exc
         except Exception as exc:

@@ -26,6 +26,7 @@ from imgbatch.pixels.images import Outcome, blank, standardize
 from imgbatch.pixels.spec import ImageSpec
 from imgbatch.plan.run_plan import PartitionPlan, read_rows
 from imgbatch.storage.base import Storage
+from imgbatch.upstream import pool_shut_down
 
 
 def standardize_many(items: Sequence[Fetched], spec: ImageSpec) -> tuple[np.ndarray, list[Outcome]]:
@@ -107,7 +108,7 @@ def run_partition(
         parallel.discard(kind, n, cpu)
         raise TransientError(f"a decode worker process died: {exc}") from exc
     except (CancelledError, RuntimeError) as exc:
-        if not isinstance(exc, CancelledError) and "shutdown" not in str(exc):
+        if not isinstance(exc, CancelledError) and not pool_shut_down(exc):
             raise
         raise TransientError(f"a pool was replaced mid-partition: {exc}") from exc
     index = index_table(part, paths, outcomes)

@@ -124,7 +124,7 @@ def refused(exc: BaseException | None) -> bool:
     seen: set[int] = set()
     while isinstance(exc, BaseException) and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, ConnectionRefusedError) or "connection refused" in str(exc).lower():
+        if isinstance(exc, ConnectionRefusedError):
             return True
         exc = exc.__cause__ or exc.__context__ or getattr(exc, "reason", None)
     return False
