@@ -1,13 +1,19 @@
-"""Atomic file writes: a reader sees the old file or the whole new one, never a half."""
+"""Atomic file writes: a reader sees the old file or the whole new one, never a half.
+
+Also the file mechanics around them: fsync, digests, and the one exclusive lock (flock)
+that the output folder, extraction and the CLI's server start-up each take.
+"""
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +22,46 @@ from imgbatch.errors import WriteError
 from imgbatch.upstream import numpy_short_write
 
 HASH_BLOCK = 1 << 24
+LOCK_POLL_SECONDS = 0.1
+
+
+class LockBusy(Exception):
+    """exclusive_lock gave up: another open file held the lock for the whole wait."""
+
+
+@contextmanager
+def exclusive_lock(path: str | os.PathLike, wait: float | None = None) -> Iterator[int]:
+    """Hold the kernel's exclusive lock (flock) on `path` for the block; yield its fd.
+
+    Other threads and processes wait for it. `wait=None` waits as long as it takes, else
+    LockBusy after `wait` seconds. The kernel drops the lock when its holder dies, even by
+    SIGKILL, so there is never a stale lock; the file itself stays (deleting it would let
+    two processes lock two inodes of one name). Per open file: a fork inherits it.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        _flock(fd, path, wait)
+        try:
+            yield fd
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _flock(fd: int, path: str | os.PathLike, wait: float | None) -> None:
+    if wait is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise LockBusy(f"{path} is locked by another process") from None
+            time.sleep(LOCK_POLL_SECONDS)
 
 
 def fsync_dir(path: str) -> None:

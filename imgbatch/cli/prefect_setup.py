@@ -16,7 +16,6 @@ unless the user configured one (foreground_settings).
 from __future__ import annotations
 
 import atexit
-import fcntl
 import os
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
+from imgbatch.atomic_files import exclusive_lock
 from imgbatch.cli import local_server
 
 STARTUP_TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
@@ -136,8 +136,7 @@ def one_start_at_a_time() -> Iterator[None]:
     the shared database, the next finds it ready (two at once can break the migration)."""
     home = prefect_home()
     home.mkdir(parents=True, exist_ok=True)
-    with open(home / "imgbatch-server-start.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive_lock(home / "imgbatch-server-start.lock"):
         yield
 
 
