@@ -77,7 +77,7 @@ def fsync_file(path: str) -> None:
         os.fsync(f.fileno())
 
 
-def file_digest(path: str) -> tuple[str, int]:
+def file_digest(path: str | os.PathLike) -> tuple[str, int]:
     """(sha256 hex, size in bytes) of a file, read in blocks (memory does not grow with it)."""
     digest = hashlib.sha256()
     size = 0
