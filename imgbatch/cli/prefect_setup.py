@@ -44,32 +44,6 @@ TEMPORARY_NOTICE = (
     "imgbatch: starting a temporary Prefect server (first use builds its database; "
     "for speed run `imgbatch server start`)"
 )
-# Its own small process: blocks until the command's end of the pipe closes (the command
-# exited, however it died), then stops every process still marked as the command's.
-WATCHDOG = """
-import os, signal, sys, time
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-sys.stdin.buffer.read()
-mark = f"{sys.argv[1]}={sys.argv[2]}".encode()
-def marked():
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            env = open(f"/proc/{pid}/environ", "rb").read().split(b"\\0")
-        except OSError:
-            continue
-        if mark in env and int(pid) != os.getpid():
-            yield int(pid)
-for sig in (signal.SIGTERM, signal.SIGKILL):
-    left = list(marked())
-    for pid in left:
-        try:
-            os.kill(pid, sig)
-        except OSError:
-            pass
-    deadline = time.monotonic() + 3
-    while left and any(marked()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-"""
 
 
 # Kept for the life of the command: each holds its watchdog's pipe open.
@@ -177,7 +151,7 @@ def guard_with_watchdog() -> None:
     os.environ[OWNER] = str(os.getpid())
     _WATCHDOGS.append(
         subprocess.Popen(
-            [sys.executable, "-c", WATCHDOG, OWNER, str(os.getpid())],
+            [sys.executable, "-m", "imgbatch.cli.watchdog", OWNER, str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,  # never hold the command's output open after it exits
             stderr=subprocess.DEVNULL,
