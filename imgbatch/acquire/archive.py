@@ -31,7 +31,7 @@ from imgbatch.atomic_files import read_json, write_json
 from imgbatch.errors import PermanentError, UsageError
 from imgbatch.upstream import tar_ended_early
 
-CHUNK = 1 << 20
+READ_BYTES = 1 << 20  # bytes per read while checking an archive
 SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar")
 FORMATS = {".tar.gz": "gzip", ".tgz": "gzip", ".tar.bz2": "bzip2", ".tbz2": "bzip2"}
 FORMATS |= {".tar.xz": "xz", ".txz": "xz", ".tar": "tar"}
@@ -214,6 +214,6 @@ def damage(archive: Path, exc: BaseException) -> DamagedArchive:
 def drain(f: IO[bytes] | None) -> int:
     """Read `f` to its end (so a compressor checks its trailer); return the byte count."""
     n = 0
-    while f is not None and (block := f.read(CHUNK)):
+    while f is not None and (block := f.read(READ_BYTES)):
         n += len(block)
     return n
