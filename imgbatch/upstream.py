@@ -28,6 +28,10 @@ _TAR_ENDED_EARLY = "unexpected end of data"
 # 'Provided CRC32C "..." doesn't match calculated CRC32C "...".'
 _GCS_CRC32C = "crc32c"
 
+# wget (C locale): `wget --continue` with a local file at least as large as the remote one
+# says "The file is already fully retrieved; nothing to do." and exits 0.
+_WGET_ALREADY_RETRIEVED = "already fully retrieved"
+
 # Prefect: each task run logs "Finished in state Completed()" (at INFO) when it ends well.
 _PREFECT_TASK_COMPLETED = "Finished in state Completed("
 
@@ -50,6 +54,11 @@ def tar_ended_early(exc: BaseException) -> bool:
 def gcs_refused_checksum(exc: BaseException) -> bool:
     """True when GCS answered 400 because the body it got does not match our crc32c."""
     return getattr(exc, "code", None) == 400 and _GCS_CRC32C in str(exc).lower()
+
+
+def wget_kept_local_file(line: str) -> bool:
+    """True for wget's line saying it kept the local file and fetched nothing."""
+    return _WGET_ALREADY_RETRIEVED in line
 
 
 def prefect_task_completed(record: logging.LogRecord) -> bool:

@@ -45,6 +45,7 @@ from imgbatch.acquire.archive import (
 )
 from imgbatch.atomic_files import file_digest
 from imgbatch.errors import PermanentError, TransientError, UsageError
+from imgbatch.upstream import wget_kept_local_file
 
 # Statuses that may pass on their own: wget retries them itself, and so may the orchestrator.
 RETRY_HTTP_STATUSES = (408, 429, 500, 502, 503, 504)
@@ -222,7 +223,7 @@ class _WgetLog:
             m = _LENGTH.match(line) if status == 200 else _RANGE_TOTAL.match(line)
             if m and status in (200, 206, 416):
                 self.total = int(m.group(1))
-        if "already fully retrieved" in line:
+        if wget_kept_local_file(line):
             self.already_retrieved = True
         if _PROGRESS.match(line):
             self._progress(line.strip())

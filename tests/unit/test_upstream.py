@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import resource
+import shutil
 import signal
 import tarfile
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -15,8 +16,10 @@ import numpy as np
 import pytest
 from google.api_core import exceptions as api_exc
 from helpers.gcs import UPLOAD, Rule
+from helpers.http_server import serve
 
 from imgbatch import upstream
+from imgbatch.acquire.download import WgetOptions, run_wget, wget_argv
 from imgbatch.storage.gcs_client import make_client
 
 # What GCS answers (400) when an upload's body does not match the crc32c sent with it.
@@ -64,6 +67,18 @@ def test_a_tar_stream_cut_inside_a_member_is_recognised():
     with pytest.raises(tarfile.ReadError) as other, tarfile.open(fileobj=bad_header, mode="r|"):
         pass
     assert not upstream.tar_ended_early(other.value)
+
+
+@pytest.mark.skipif(shutil.which("wget") is None, reason="wget is not installed")
+def test_wget_keeping_a_larger_local_file_is_recognised(tmp_path: Path):
+    part = tmp_path / "a.bin.part"
+    part.write_bytes(b"x" * 2000)  # larger than the remote file: nothing left to fetch
+    lines: list[str] = []
+    with serve() as server:
+        server.add("a.bin", b"y" * 1000)
+        argv = wget_argv(server.url("a.bin"), part, WgetOptions(tries=1, waitretry=0))
+        assert run_wget(argv, lines.append) == 0
+    assert sum(map(upstream.wget_kept_local_file, lines)) == 1, lines
 
 
 @pytest.mark.parametrize(("message", "expected"), [(GCS_CRC32C_MESSAGE, True), ("Bad name", False)])
