@@ -134,7 +134,8 @@ def _b64(checksum: google_crc32c.Checksum) -> str:
 
 
 def refused(exc: BaseException | None) -> bool:
-    """True when exc (or what it wraps) is a refused TCP connection."""
+    """True when exc (or what it wraps) is a refused TCP connection: a ConnectionRefusedError
+    along the chain that requests, urllib3 (its `.reason`) and api_core keep."""
     seen: set[int] = set()
     while isinstance(exc, BaseException) and id(exc) not in seen:
         seen.add(id(exc))
