@@ -39,7 +39,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -50,6 +49,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from benchmarks import scratch
+from imgbatch.cli.local_server import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLI = os.path.join(os.path.dirname(sys.executable), "imgbatch")
@@ -200,13 +200,6 @@ class Corpus:
         """A fresh output folder for each run."""
         self.runs += 1
         return os.path.join(self.base, f"out-{self.runs}")
-
-
-def free_port() -> int:
-    """A port nothing listens on now (a just-stopped server's may still be refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

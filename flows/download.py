@@ -8,9 +8,9 @@ from imgbatch.flows.naming import named
 from imgbatch.flows.states import fails_cleanly, failure
 from imgbatch.tasks.download import DOWNLOAD_LIMIT, download_archive, extract_downloaded
 from imgbatch.tasks.limits import existing_limit
-from imgbatch.tasks.retry import backoff
 from prefect import flow, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
 
 from imgbatch.acquire.download import WgetOptions
 from imgbatch.errors import PermanentError, TransientError, is_retryable
@@ -28,7 +28,7 @@ def download_archives(params: DownloadParams) -> list[dict]:
     )
     fetch = download_archive.with_options(
         retries=params.retries,
-        retry_delay_seconds=backoff(params.retry_delay_seconds, params.retries),
+        retry_delay_seconds=exponential_backoff(params.retry_delay_seconds),
     )
     # `parallel` is a parameter of each run (a deployment run's too), so the thread pool is
     # made here rather than fixed in the decorator.

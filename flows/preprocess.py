@@ -12,12 +12,12 @@ from imgbatch.flows.states import fails_cleanly, failure
 from imgbatch.tasks.limits import existing_limit
 from imgbatch.tasks.preprocess import assemble_outputs, plan_run, preprocess_partition
 from imgbatch.tasks.report import ProgressArtifact, publish_summary
-from imgbatch.tasks.retry import backoff
 from prefect import flow
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
 
 from imgbatch.params import PreprocessParams
 from imgbatch.pipeline import PreprocessRun, preprocess_run
@@ -76,7 +76,7 @@ def run_partitions(run: PreprocessRun) -> tuple[list[dict], dict[int, str]]:
     params = run.params
     task = preprocess_partition.with_options(
         retries=params.retries,
-        retry_delay_seconds=backoff(params.retry_delay_seconds, params.retries),
+        retry_delay_seconds=exponential_backoff(params.retry_delay_seconds),
     )
     limit = existing_limit(CONCURRENCY_LIMIT)
     computed: list[dict] = []

@@ -7,6 +7,8 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from imgbatch.upstream import prefect_task_completed
+
 
 class _NoBar:
     def advance(self) -> None:
@@ -37,11 +39,7 @@ class _NotCompletedTaskRuns(logging.Filter):
     """Drops Prefect's "Finished in state Completed()" line of each task run."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (
-            record.name.startswith("prefect.task_runs")
-            and record.levelno < logging.WARNING
-            and record.getMessage().startswith("Finished in state Completed(")
-        )
+        return not prefect_task_completed(record)
 
 
 @contextmanager

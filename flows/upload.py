@@ -7,9 +7,9 @@ checked by crc32c. A rerun with nothing to do costs that one listing.
 from imgbatch.flows.naming import named
 from imgbatch.flows.states import fails_cleanly
 from imgbatch.tasks.limits import existing_limit
-from imgbatch.tasks.retry import backoff
 from imgbatch.tasks.upload import upload_files
 from prefect import flow
+from prefect.tasks import exponential_backoff
 
 from imgbatch.acquire.upload import check_upload_args
 from imgbatch.params import UploadParams
@@ -31,7 +31,7 @@ def upload_tree(params: UploadParams) -> dict:
     check_upload_args(params.src_dir, params.dest, params.workers)
     task = upload_files.with_options(
         retries=params.retries,
-        retry_delay_seconds=backoff(params.retry_delay_seconds, params.retries),
+        retry_delay_seconds=exponential_backoff(params.retry_delay_seconds),
     )
     summary = task(
         params.src_dir,

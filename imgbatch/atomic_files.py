@@ -1,20 +1,67 @@
-"""Atomic file writes: a reader sees the old file or the whole new one, never a half."""
+"""Atomic file writes: a reader sees the old file or the whole new one, never a half.
+
+Also the file mechanics around them: fsync, digests, and the one exclusive lock (flock)
+that the output folder, extraction and the CLI's server start-up each take.
+"""
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from imgbatch.errors import WriteError
+from imgbatch.upstream import numpy_short_write
 
 HASH_BLOCK = 1 << 24
+LOCK_POLL_SECONDS = 0.1
+
+
+class LockBusy(Exception):
+    """exclusive_lock gave up: another open file held the lock for the whole wait."""
+
+
+@contextmanager
+def exclusive_lock(path: str | os.PathLike, wait: float | None = None) -> Iterator[int]:
+    """Hold the kernel's exclusive lock (flock) on `path` for the block; yield its fd.
+
+    Other threads and processes wait for it. `wait=None` waits as long as it takes, else
+    LockBusy after `wait` seconds. The kernel drops the lock when its holder dies, even by
+    SIGKILL, so there is never a stale lock; the file itself stays (deleting it would let
+    two processes lock two inodes of one name). Per open file: a fork inherits it.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        _flock(fd, path, wait)
+        try:
+            yield fd
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _flock(fd: int, path: str | os.PathLike, wait: float | None) -> None:
+    if wait is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise LockBusy(f"{path} is locked by another process") from None
+            time.sleep(LOCK_POLL_SECONDS)
 
 
 def fsync_dir(path: str) -> None:
@@ -30,7 +77,7 @@ def fsync_file(path: str) -> None:
         os.fsync(f.fileno())
 
 
-def file_digest(path: str) -> tuple[str, int]:
+def file_digest(path: str | os.PathLike) -> tuple[str, int]:
     """(sha256 hex, size in bytes) of a file, read in blocks (memory does not grow with it)."""
     digest = hashlib.sha256()
     size = 0
@@ -103,7 +150,7 @@ def write_failure(exc: OSError, path: str) -> str | None:
     """
     if exc.errno in _CAUSES:
         return _CAUSES[exc.errno]
-    if exc.errno is None and "requested and" in str(exc):
+    if numpy_short_write(exc):
         free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
         if free < 1 << 20:
             return _CAUSES[errno.ENOSPC]

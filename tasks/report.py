@@ -12,14 +12,12 @@ import base64
 import hashlib
 import os
 import re
-import time
 from collections import Counter
 
+from imgbatch.tasks.progress import ThrottledProgress
 from prefect.artifacts import (
     create_markdown_artifact,
-    create_progress_artifact,
     create_table_artifact,
-    update_progress_artifact,
 )
 from prefect.runtime import flow_run
 
@@ -47,8 +45,7 @@ class ProgressArtifact:
 
     def __init__(self, total: int, reused: int) -> None:
         self.total, self.done, self.failed = max(total, 1), reused, 0
-        self.last = 0.0
-        self.id = create_progress_artifact(self.percent(), description=self.text())
+        self.artifact = ThrottledProgress(self.percent(), self.text(), PROGRESS_SECONDS)
 
     def percent(self) -> float:
         return 100.0 * self.done / self.total
@@ -62,10 +59,8 @@ class ProgressArtifact:
     def advance(self, ok: bool) -> None:
         self.done += ok
         self.failed += not ok
-        now = time.monotonic()
-        if now - self.last >= PROGRESS_SECONDS or self.done + self.failed >= self.total:
-            self.last = now
-            update_progress_artifact(self.id, self.percent(), description=self.text())
+        last = self.done + self.failed >= self.total
+        self.artifact.update(self.percent(), self.text(), last)
 
 
 def publish_summary(

@@ -7,17 +7,11 @@ progress artifact, the outcome to a markdown summary and a table of failed objec
 
 from __future__ import annotations
 
-import time
-
 from imgbatch.tasks.limits import slot
+from imgbatch.tasks.progress import ThrottledProgress
 from imgbatch.tasks.retry import retry_options
 from prefect import task
-from prefect.artifacts import (
-    create_markdown_artifact,
-    create_progress_artifact,
-    create_table_artifact,
-    update_progress_artifact,
-)
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from imgbatch.acquire.upload import UploadProgress, UploadReport, sync_tree
 from imgbatch.storage.gcs_client import RetryPolicy, gs_url
@@ -36,20 +30,16 @@ class UploadProgressArtifact:
 
     def __init__(self, dest: str) -> None:
         self.dest = dest
-        self.last = 0.0
-        self.id = create_progress_artifact(0.0, description=f"upload to {dest}: listing")
+        text = f"upload to {dest}: listing"
+        self.artifact = ThrottledProgress(0.0, text, PROGRESS_INTERVAL_SECONDS)
 
     def update(self, p: UploadProgress) -> None:
-        now = time.monotonic()
-        if p.files_done < p.files_total and now - self.last < PROGRESS_INTERVAL_SECONDS:
-            return
-        self.last = now
         pct = 100.0 * p.bytes_done / p.bytes_total if p.bytes_total else 100.0
         text = (
             f"upload to {self.dest}: {p.files_done}/{p.files_total} files, "
             f"{_mb(p.bytes_done)} of {_mb(p.bytes_total)}"
         )
-        update_progress_artifact(self.id, pct, description=text)
+        self.artifact.update(pct, text, last=p.files_done >= p.files_total)
 
 
 def publish_upload_summary(report: UploadReport) -> None:

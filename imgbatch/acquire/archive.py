@@ -29,8 +29,9 @@ from typing import IO
 
 from imgbatch.atomic_files import read_json, write_json
 from imgbatch.errors import PermanentError, UsageError
+from imgbatch.upstream import tar_ended_early
 
-CHUNK = 1 << 20
+READ_BYTES = 1 << 20  # bytes per read while checking an archive
 SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar")
 FORMATS = {".tar.gz": "gzip", ".tgz": "gzip", ".tar.bz2": "bzip2", ".tbz2": "bzip2"}
 FORMATS |= {".tar.xz": "xz", ".txz": "xz", ".tar": "tar"}
@@ -207,12 +208,12 @@ def verify_archive(archive: str | os.PathLike) -> tuple[int, int]:
 def damage(archive: Path, exc: BaseException) -> DamagedArchive:
     """The DamagedArchive for an exception met while reading `archive`."""
     text = str(exc) or type(exc).__name__
-    return DamagedArchive(archive, text, isinstance(exc, EOFError) or "unexpected end" in text)
+    return DamagedArchive(archive, text, isinstance(exc, EOFError) or tar_ended_early(exc))
 
 
 def drain(f: IO[bytes] | None) -> int:
     """Read `f` to its end (so a compressor checks its trailer); return the byte count."""
     n = 0
-    while f is not None and (block := f.read(CHUNK)):
+    while f is not None and (block := f.read(READ_BYTES)):
         n += len(block)
     return n

@@ -22,7 +22,6 @@ do not read a 35 GB archive again.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -44,7 +43,9 @@ from imgbatch.acquire.archive import (
     verified_record,
     verify_archive,
 )
+from imgbatch.atomic_files import file_digest
 from imgbatch.errors import PermanentError, TransientError, UsageError
+from imgbatch.upstream import wget_kept_local_file
 
 # Statuses that may pass on their own: wget retries them itself, and so may the orchestrator.
 RETRY_HTTP_STATUSES = (408, 429, 500, 502, 503, 504)
@@ -180,11 +181,6 @@ def ensure_writable(dest: Path) -> None:
         raise PermanentError(f"cannot write to {dest}: {exc.strerror or exc}") from exc
 
 
-def file_sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 _STATUS = re.compile(r"^\s+HTTP/[\d.]+ (\d{3})\s*(.*)$")
 _LENGTH = re.compile(r"^\s+Content-Length:\s*(\d+)\s*$", re.IGNORECASE)
 _TYPE = re.compile(r"^\s+Content-Type:\s*(\S[^;]*)", re.IGNORECASE)
@@ -227,7 +223,7 @@ class _WgetLog:
             m = _LENGTH.match(line) if status == 200 else _RANGE_TOTAL.match(line)
             if m and status in (200, 206, 416):
                 self.total = int(m.group(1))
-        if "already fully retrieved" in line:
+        if wget_kept_local_file(line):
             self.already_retrieved = True
         if _PROGRESS.match(line):
             self._progress(line.strip())
@@ -297,7 +293,7 @@ def _verify(part: Path, log: _WgetLog, sha256: str | None) -> tuple[str | None, 
         return f"local file has {size} bytes, the server announced {log.total}", ""
     if log.total is None and log.already_retrieved and sha256 is None:
         return "wget kept an old partial file and the server gave no size to check it", ""
-    digest = file_sha256(part)
+    digest = file_digest(part)[0]
     if sha256 is not None and digest != sha256:
         return f"sha256 {digest} does not match the expected {sha256}", digest
     return None, digest
@@ -368,10 +364,10 @@ def _existing(
             if note:
                 note(f"{exc.problem}; moved to {bad}, downloading again")
             return None
-        digest = file_sha256(final)
+        digest = file_digest(final)[0]
         _record(final, digest, counts, note)
     else:
-        counts, digest = (None, None), file_sha256(final)
+        counts, digest = (None, None), file_digest(final)[0]
     if sha256 not in (None, digest):
         return None
     return Downloaded(url, str(final), final.stat().st_size, digest, 0, (), True, *counts)

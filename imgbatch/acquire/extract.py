@@ -22,13 +22,10 @@ archive is redone from clean, removing only files it placed itself.
 
 from __future__ import annotations
 
-import fcntl
 import filecmp
 import os
 import shutil
 import tarfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -44,7 +41,7 @@ from imgbatch.acquire.archive import (
     verified_record,
     verify_archive,
 )
-from imgbatch.atomic_files import read_json, write_json
+from imgbatch.atomic_files import exclusive_lock, read_json, write_json
 from imgbatch.errors import PermanentError, UsageError
 
 LAYOUTS = ("tar", "per-archive")
@@ -133,7 +130,7 @@ def extract_archive(
     try:
         _same_filesystem(staging, dest)
         members, folders = _extract_to_staging(archive, staging, prefix)
-        with _locked(bookkeeping_dir(dest) / "lock"):
+        with exclusive_lock(bookkeeping_dir(dest) / "lock"):
             files = _merge(archive, dest, staging, members, folders, old, wanted)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -147,17 +144,6 @@ def _same_filesystem(staging: Path, dest: Path) -> None:
             f"{dest} is on another filesystem than its parent (a mount point?), so files cannot "
             f"be renamed into it from {staging.parent}: extract into a sub-folder of {dest}"
         )
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock (flock) that other threads and processes wait for."""
-    with path.open("a") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def _extract_to_staging(

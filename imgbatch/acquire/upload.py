@@ -13,7 +13,6 @@ gsutil does (the emulator, unlike GCS, accepts corrupted bodies). Local files ma
 
 from __future__ import annotations
 
-import base64
 import os
 import stat
 import time
@@ -22,12 +21,12 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import google_crc32c
 from google.api_core import exceptions as api_exc
 
 from imgbatch.errors import ImgbatchError, PermanentError, TransientError, UsageError
 from imgbatch.storage.gcs_client import (
     RetryPolicy,
+    file_crc32c,
     gs_url,
     list_prefix,
     make_client,
@@ -36,11 +35,10 @@ from imgbatch.storage.gcs_client import (
     translate,
     with_backoff,
 )
+from imgbatch.upstream import gcs_refused_checksum
 
 if TYPE_CHECKING:
     from google.cloud.storage import Bucket, Client
-
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -133,15 +131,6 @@ class UploadReport:
     @property
     def total(self) -> int:
         return len(self.uploaded) + len(self.skipped) + len(self.failed)
-
-
-def file_crc32c(path: str) -> str:
-    """Base64 crc32c of a file, the form GCS reports in object metadata."""
-    checksum = google_crc32c.Checksum()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            checksum.update(chunk)
-    return base64.b64encode(checksum.digest()).decode("ascii")
 
 
 def local_files(src_dir: str | os.PathLike, prefix: str) -> list[LocalFile]:
@@ -288,7 +277,7 @@ class _Sender:
             self._resolve_412()
             return
         except api_exc.BadRequest as exc:
-            if "crc32c" in str(exc).lower():  # GCS checked our crc32c and refused the body
+            if gcs_refused_checksum(exc):
                 raise TransientError(f"{self.uri}: body corrupted in transit: {exc}") from exc
             raise translate(exc, f"uploading {self.uri}") from exc
         except Exception as exc:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import platform
-import socket
 import subprocess
 import tempfile
 import time
@@ -20,16 +19,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from imgbatch.cli.local_server import free_port
+
 
 class EmulatorMissing(RuntimeError):
     """The fake-gcs-server binary is not installed (the demo's one-line failure, a test skip)."""
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fake_gcs_binary() -> Path:

@@ -25,6 +25,7 @@ def api_url(port: int) -> str:
 
 
 def free_port() -> int:
+    """A loopback port nobody listens on right now (the one helper: servers, emulator, tests)."""
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]

@@ -7,16 +7,15 @@ terminal kills it and leaves the run failing for minutes; and a `kill -9` of the
 leaves it running. So the command starts its own temporary server (cli/local_server.py:
 its own session, waited for as long as PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
 default 120 s), points this process at it, stops it when the command ends, and a watchdog
-stops it if the command dies; Prefect is imported while that server starts. Help and
-argument errors never import Prefect: settings are read without it, from the environment,
-then the active profile in profiles.toml. A command's own flow run sends no heartbeat
-unless the user configured one (foreground_settings).
+(cli/watchdog.py) stops it if the command dies; Prefect is imported while that server
+starts. Help and argument errors never import Prefect: settings are read without it, from
+the environment, then the active profile in profiles.toml. A command's own flow run sends
+no heartbeat unless the user configured one (foreground_settings).
 """
 
 from __future__ import annotations
 
 import atexit
-import fcntl
 import os
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
+from imgbatch.atomic_files import exclusive_lock
 from imgbatch.cli import local_server
 
 STARTUP_TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
@@ -44,32 +44,6 @@ TEMPORARY_NOTICE = (
     "imgbatch: starting a temporary Prefect server (first use builds its database; "
     "for speed run `imgbatch server start`)"
 )
-# Its own small process: blocks until the command's end of the pipe closes (the command
-# exited, however it died), then stops every process still marked as the command's.
-WATCHDOG = """
-import os, signal, sys, time
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-sys.stdin.buffer.read()
-mark = f"{sys.argv[1]}={sys.argv[2]}".encode()
-def marked():
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            env = open(f"/proc/{pid}/environ", "rb").read().split(b"\\0")
-        except OSError:
-            continue
-        if mark in env and int(pid) != os.getpid():
-            yield int(pid)
-for sig in (signal.SIGTERM, signal.SIGKILL):
-    left = list(marked())
-    for pid in left:
-        try:
-            os.kill(pid, sig)
-        except OSError:
-            pass
-    deadline = time.monotonic() + 3
-    while left and any(marked()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-"""
 
 
 # Kept for the life of the command: each holds its watchdog's pipe open.
@@ -136,8 +110,7 @@ def one_start_at_a_time() -> Iterator[None]:
     the shared database, the next finds it ready (two at once can break the migration)."""
     home = prefect_home()
     home.mkdir(parents=True, exist_ok=True)
-    with open(home / "imgbatch-server-start.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive_lock(home / "imgbatch-server-start.lock"):
         yield
 
 
@@ -178,7 +151,7 @@ def guard_with_watchdog() -> None:
     os.environ[OWNER] = str(os.getpid())
     _WATCHDOGS.append(
         subprocess.Popen(
-            [sys.executable, "-c", WATCHDOG, OWNER, str(os.getpid())],
+            [sys.executable, "-m", "imgbatch.cli.watchdog", OWNER, str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,  # never hold the command's output open after it exits
             stderr=subprocess.DEVNULL,

@@ -27,6 +27,7 @@ from imgbatch.pixels.images import Outcome, blank, standardize
 from imgbatch.pixels.spec import ImageSpec
 from imgbatch.plan.run_plan import PartitionPlan, read_rows
 from imgbatch.storage.base import Storage, open_storage
+from imgbatch.upstream import pool_shut_down
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def run_partition(part: PartitionPlan, settings: PartitionSettings) -> dict:
         parallel.discard(kind, n, cpu)
         raise TransientError(f"a decode worker process died: {exc}") from exc
     except (CancelledError, RuntimeError) as exc:
-        if not isinstance(exc, CancelledError) and "shutdown" not in str(exc):
+        if not isinstance(exc, CancelledError) and not pool_shut_down(exc):
             raise
         raise TransientError(f"a pool was replaced mid-partition: {exc}") from exc
     index = index_table(part, paths, outcomes)

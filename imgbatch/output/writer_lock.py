@@ -19,19 +19,17 @@ OUT against a writer on another machine.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 
+from imgbatch.atomic_files import LockBusy, exclusive_lock
 from imgbatch.errors import UsageError
 from imgbatch.layout import LOCK_NAME
-
-POLL_SECONDS = 0.1
 
 
 class OutputBusy(UsageError):
@@ -46,9 +44,11 @@ def output_lock(out: str, label: str, wait: float = 0) -> Iterator[dict]:
     one line naming it. `label` says what this run is, e.g. "flow run fancy-cat (<id>)".
     """
     os.makedirs(out, exist_ok=True)
-    fd = os.open(os.path.join(out, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        _acquire(fd, out, wait)
+    with ExitStack() as held:
+        try:
+            fd = held.enter_context(exclusive_lock(os.path.join(out, LOCK_NAME), wait))
+        except LockBusy:
+            raise OutputBusy(busy_message(out, _holder_soon(out))) from None
         holder = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
@@ -63,21 +63,6 @@ def output_lock(out: str, label: str, wait: float = 0) -> Iterator[dict]:
             yield holder
         finally:
             os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
-def _acquire(fd: int, out: str, wait: float) -> None:
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise OutputBusy(busy_message(out, _holder_soon(out))) from None
-            time.sleep(POLL_SECONDS)
 
 
 def read_holder(out: str) -> dict | None:

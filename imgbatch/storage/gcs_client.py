@@ -45,6 +45,7 @@ T = TypeVar("T")
 
 GCS_ENDPOINT = "https://storage.googleapis.com"
 EMULATOR_PROJECT = "test-project"
+CRC_BLOCK_BYTES = 1 << 20
 # Bucket naming rules, simplified: lowercase letters, digits, '-', '_', '.'; 3-222 chars.
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
 _LIST_FIELDS = "items(name,size,crc32c,generation),nextPageToken"
@@ -116,15 +117,29 @@ def endpoint() -> str:
 
 def crc32c_b64(data: bytes) -> str:
     """Base64 crc32c of data, the form GCS reports in listings and x-goog-hash."""
-    return base64.b64encode(google_crc32c.Checksum(data).digest()).decode("ascii")
+    return _b64(google_crc32c.Checksum(data))
+
+
+def file_crc32c(path: str | os.PathLike) -> str:
+    """crc32c_b64 of a file's bytes, read in blocks (memory does not grow with the file)."""
+    checksum = google_crc32c.Checksum()
+    with open(path, "rb") as f:
+        while block := f.read(CRC_BLOCK_BYTES):
+            checksum.update(block)
+    return _b64(checksum)
+
+
+def _b64(checksum: google_crc32c.Checksum) -> str:
+    return base64.b64encode(checksum.digest()).decode("ascii")
 
 
 def refused(exc: BaseException | None) -> bool:
-    """True when exc (or what it wraps) is a refused TCP connection."""
+    """True when exc (or what it wraps) is a refused TCP connection: a ConnectionRefusedError
+    along the chain that requests, urllib3 (its `.reason`) and api_core keep."""
     seen: set[int] = set()
     while isinstance(exc, BaseException) and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, ConnectionRefusedError) or "connection refused" in str(exc).lower():
+        if isinstance(exc, ConnectionRefusedError):
             return True
         exc = exc.__cause__ or exc.__context__ or getattr(exc, "reason", None)
     return False

@@ -22,6 +22,7 @@ import numpy as np
 import psutil
 import pytest
 
+from imgbatch.atomic_files import file_digest
 from imgbatch.compute import parallel
 from imgbatch.output.shards import shard_paths
 from imgbatch.output.verify import verify_output
@@ -40,14 +41,6 @@ class Dataset:
     csv: str
     root: str
     reference_sha: str
-
-
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -99,7 +92,7 @@ def leftover_temps(out: Path) -> list[str]:
 def check_final(out: Path, data: Dataset) -> None:
     """Verifies, equals the reference, and every shard still matches its marker."""
     verify_output(str(out))
-    assert sha256(out / "images.npy") == data.reference_sha
+    assert file_digest(out / "images.npy")[0] == data.reference_sha
     assert done_ids(out) == list(range(N_PARTITIONS))
     for pid in range(N_PARTITIONS):
         check_shard(out, pid)
@@ -134,7 +127,7 @@ def data(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> Data
     state = preprocess_images(params, return_state=True)
     assert state.is_completed(), state.message
     verify_output(str(ref))
-    return Dataset(str(csv), str(root), sha256(ref / "images.npy"))
+    return Dataset(str(csv), str(root), file_digest(ref / "images.npy")[0])
 
 
 def cli_argv(data: Dataset, out: Path, workers: int) -> list[str]:

@@ -12,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from imgbatch.cli.local_server import free_port
 from tests.unit.test_cli_startup import clean_env
 
 IMGBATCH = [sys.executable, "-m", "imgbatch.cli.main"]
@@ -25,12 +26,6 @@ def imgbatch(*argv: str, home: Path, timeout: float = 300, **env: str):
         text=True,
         timeout=timeout,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def preprocess_argv(make_dataset, out: Path) -> list[str]:

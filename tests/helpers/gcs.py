@@ -39,7 +39,7 @@ from pathlib import Path
 import google_crc32c
 import pytest
 
-from imgbatch.cli.gcs_emulator import Emulator, EmulatorMissing, free_port  # noqa: F401 - tests use free_port
+from imgbatch.cli.gcs_emulator import Emulator, EmulatorMissing
 
 HOP_HEADERS = {
     "connection",

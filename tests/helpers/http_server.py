@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-CHUNK = 1 << 20
+CHUNK_BYTES = 1 << 20
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
 
 
@@ -34,7 +34,7 @@ class Faults:
     stall_seconds: float = 30.0
     content_after_first: bytes | None = None  # the remote changes after the first GET
     chunk_delay: float = 0.0  # sleep between chunks: makes downloads overlap in time
-    chunk_size: int = CHUNK
+    chunk_size: int = CHUNK_BYTES
     content_type: str = "application/octet-stream"  # e.g. text/html for an error page
     send_length: bool = True  # False: no Content-Length, the body ends when the socket closes
 

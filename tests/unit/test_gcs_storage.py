@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from helpers.gcs import LIST, MEDIA, OBJECT, Latency, Rule, crc32c_b64
 
+from imgbatch.cli.local_server import free_port
 from imgbatch.compute import parallel
 from imgbatch.compute.partition import compute
 from imgbatch.compute.reading import Reader
@@ -224,7 +225,7 @@ def test_url_parsing():
 
 
 def test_refused_endpoint_fails_fast_naming_it(monkeypatch):
-    closed = f"http://127.0.0.1:{gcs_helpers.free_port()}"
+    closed = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", closed)
     t0 = time.monotonic()
     with pytest.raises(PermanentError) as info:

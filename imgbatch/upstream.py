@@ -1,0 +1,70 @@
+"""Conditions other libraries signal only in a message's words, recognised in one place.
+
+Where a library offers a type, an errno or an attribute, the code uses that instead. These
+are what remains: each function names the library and the text it matches, and
+tests/unit/test_upstream.py (tests/flows/test_upstream_prefect.py for Prefect) makes the
+library itself produce the condition, so a reworded message fails a test, not a run.
+Standard library only: every stage may import this module, Prefect-free.
+"""
+
+from __future__ import annotations
+
+import logging
+import tarfile
+
+# concurrent.futures: Executor.submit after shutdown() raises a plain RuntimeError
+# ("cannot schedule new futures after shutdown", or "... after interpreter shutdown").
+_POOL_SHUT_DOWN = "cannot schedule new futures after"
+
+# numpy: ndarray.tofile (np.save to a real file) reports a short fwrite as
+# OSError("N requested and M written") with no errno.
+_NUMPY_SHORT_WRITE = " requested and "
+
+# tarfile: a tar stream that ends inside a member raises ReadError("unexpected end of data"),
+# the same type as a bad header or checksum.
+_TAR_ENDED_EARLY = "unexpected end of data"
+
+# GCS: an upload whose body does not match the crc32c we sent is refused with 400
+# 'Provided CRC32C "..." doesn't match calculated CRC32C "...".'
+_GCS_CRC32C = "crc32c"
+
+# wget (C locale): `wget --continue` with a local file at least as large as the remote one
+# says "The file is already fully retrieved; nothing to do." and exits 0.
+_WGET_ALREADY_RETRIEVED = "already fully retrieved"
+
+# Prefect: each task run logs "Finished in state Completed()" (at INFO) when it ends well.
+_PREFECT_TASK_COMPLETED = "Finished in state Completed("
+
+
+def pool_shut_down(exc: BaseException) -> bool:
+    """True when a concurrent.futures pool refused work because it was shut down."""
+    return type(exc) is RuntimeError and str(exc).startswith(_POOL_SHUT_DOWN)
+
+
+def numpy_short_write(exc: BaseException) -> bool:
+    """True when numpy wrote fewer bytes than asked (a full disk, a file size limit)."""
+    return isinstance(exc, OSError) and exc.errno is None and _NUMPY_SHORT_WRITE in str(exc)
+
+
+def tar_ended_early(exc: BaseException) -> bool:
+    """True when tarfile met the end of its input inside the archive (a cut-short file)."""
+    return isinstance(exc, tarfile.ReadError) and str(exc) == _TAR_ENDED_EARLY
+
+
+def gcs_refused_checksum(exc: BaseException) -> bool:
+    """True when GCS answered 400 because the body it got does not match our crc32c."""
+    return getattr(exc, "code", None) == 400 and _GCS_CRC32C in str(exc).lower()
+
+
+def wget_kept_local_file(line: str) -> bool:
+    """True for wget's line saying it kept the local file and fetched nothing."""
+    return _WGET_ALREADY_RETRIEVED in line
+
+
+def prefect_task_completed(record: logging.LogRecord) -> bool:
+    """True for Prefect's "Finished in state Completed()" line of a task run."""
+    return (
+        record.name.startswith("prefect.task_runs")
+        and record.levelno < logging.WARNING
+        and record.getMessage().startswith(_PREFECT_TASK_COMPLETED)
+    )
