@@ -24,6 +24,7 @@ from imgbatch.output.assemble import assemble
 from imgbatch.output.ownership import claim_output, dataset_identity
 from imgbatch.output.shards import split_done
 from imgbatch.params import PreprocessParams
+from imgbatch.pixels.images import check_decoder_settings
 from imgbatch.pixels.spec import ImageSpec
 from imgbatch.plan.images_found import check_found
 from imgbatch.plan.run_plan import PartitionPlan, Plan, make_plan
@@ -141,6 +142,7 @@ def preprocess_run(
     this run to a second one), plan, stop when the images are not there, split off the done
     partitions. OUT stays locked until the block ends."""
     started = time.perf_counter()
+    check_decoder_settings()
     params = check_preprocess(params)
     spec = params.spec()
     dataset = dataset_identity(params.csv, params.column, params.images, spec)

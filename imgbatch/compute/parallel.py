@@ -98,6 +98,13 @@ def fetch_pool(processes: int) -> Executor:
     return _get("fetch", processes)
 
 
+def replaced(pool: Executor, kind: str, workers: int) -> bool:
+    """True when `pool` is no longer the shared one for (kind, workers): another partition
+    discarded it after one of its worker processes died."""
+    with _lock:
+        return _pools.get((kind, workers)) is not pool
+
+
 def discard(kind: str, workers: int, pool: Executor) -> None:
     """Drop `pool` after one of its worker processes died, so the next call builds afresh.
 

@@ -119,6 +119,10 @@ def run_partition(part: PartitionPlan, settings: PartitionSettings) -> dict:
         if not isinstance(exc, CancelledError) and not pool_shut_down(exc):
             raise
         raise TransientError(f"a pool was replaced mid-partition: {exc}") from exc
+    except OSError as exc:  # e.g. "handle is closed": the pipe of a pool discarded meanwhile
+        if not parallel.replaced(cpu, kind, n):
+            raise
+        raise TransientError(f"a pool was replaced mid-partition: {exc}") from exc
     index = index_table(part, paths, outcomes)
     record = shards.write_shard(out, part.id, part.fingerprint, images, index)
     return summary(record, computed=True, seconds=time.perf_counter() - t0)

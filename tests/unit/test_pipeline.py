@@ -391,3 +391,23 @@ def test_chosen_partitions_leave_the_output_unassembled_until_the_rest_are_done(
     outcome = preprocess(params)
     assert outcome.run is None and "2 partitions outside [2] are not done" in outcome.note
     assert preprocess(params.model_copy(update={"partitions": None})).run["rows"] == 30
+
+
+def test_a_process_that_lets_pillow_load_truncated_files_is_refused_before_any_work(
+    make_dataset, tmp_path, monkeypatch
+):
+    """Pillow would pad a truncated file silently; imgbatch never changes the caller's
+    setting, so the run stops at once in one line instead of flagging every row."""
+    from PIL import ImageFile
+
+    from imgbatch.errors import UsageError
+
+    csv, root, _ = make_dataset(3)
+    out = tmp_path / "out"
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    params = PreprocessParams(csv=csv, images=root, out=str(out), partition_size=3)
+    with pytest.raises(UsageError, match="LOAD_TRUNCATED_IMAGES is on") as refused:
+        preprocess(params)
+    assert "\n" not in str(refused.value) and not out.exists()
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", False)
+    assert preprocess(params).run["counts"] == {"ok": 3}
