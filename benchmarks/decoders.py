@@ -27,7 +27,7 @@ import imagecodecs
 import numpy as np
 from PIL import Image
 
-from benchmarks import scratch
+from benchmarks import report, scratch
 from imgbatch.pixels import jpeg_scans, png
 from imgbatch.sampledata import samples
 
@@ -107,4 +107,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    report.run(main)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import report
 from imgbatch.acquire.download import WgetOptions, download
 from tests.helpers.http_server import serve
 
@@ -98,10 +99,10 @@ def main() -> None:
         args.workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         rows = run(args.size_mb, args.cuts, args.via, Path(tmp))
-    width = max(len(k) for k, _ in rows)
+    print("| measured | value |\n|---|---|")
     for key, value in rows:
-        print(f"{key:<{width}}  {value}")
+        print(f"| {key} | {value} |")
 
 
 if __name__ == "__main__":
-    main()
+    report.run(main)

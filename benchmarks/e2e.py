@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from benchmarks import scratch
+from benchmarks import report, scratch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLI = os.path.join(os.path.dirname(sys.executable), "imgbatch")
@@ -343,4 +343,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    report.run(main)

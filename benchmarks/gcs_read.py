@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import psutil
 
+from benchmarks import report
 from imgbatch.acquire.upload import sync_tree
 from imgbatch.compute import parallel
 from imgbatch.compute.partition import run_partition
@@ -296,4 +297,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    report.run(main)

@@ -19,6 +19,7 @@ import time
 import numpy as np
 import pyarrow as pa
 
+from benchmarks import report
 from imgbatch.output import shards
 
 S = 64
@@ -143,4 +144,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    report.run(main)

@@ -36,7 +36,7 @@ import time
 
 import psutil
 
-from benchmarks import scratch
+from benchmarks import report, scratch
 from benchmarks.e2e import Server, clean_env, core_child, preprocess_argv, timed
 
 LAYOUT_ROWS = 50_000
@@ -265,4 +265,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    report.run(main)
