@@ -22,6 +22,7 @@ import numpy as np
 
 from benchmarks import report
 from imgbatch.acquire.download import WgetOptions, download
+from imgbatch.params import DownloadParams
 from tests.helpers.http_server import serve
 
 WAITRETRY = 1.0
@@ -56,9 +57,15 @@ def run(size_mb: int, cuts: int, via: str, workdir: Path) -> list[tuple[str, str
         if via == "flow":
             from imgbatch.flows.download import download_archives
 
-            got = download_archives(
-                [url], str(dest), sha256=[expected], tries=tries, waitretry=WAITRETRY, retries=0
-            )[0]
+            params = DownloadParams(
+                urls=[url],
+                dest=str(dest),
+                sha256=[expected],
+                tries=tries,
+                waitretry=WAITRETRY,
+                retries=0,
+            )
+            got = download_archives(params)[0]
         else:
             options = WgetOptions(tries=tries, waitretry=WAITRETRY)
             got = asdict(download(url, dest, sha256=expected, options=options))
