@@ -35,8 +35,19 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Each command prints its tables and writes them to docs/performance/<name>.md (benchmarks/report.py).
+# About 30-40 minutes on 2 cores; one alone: copy its line. The issue's sizes for scale, about
+# 10 more minutes: .venv/bin/python -m benchmarks.scale --rows 20000,200000
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.throughput
+	$(BIN)/python -m benchmarks.quality --n 200
+	$(BIN)/python -m benchmarks.decoders --n 3000
+	$(BIN)/python -m benchmarks.memory --sizes 10000,200000
+	$(BIN)/python -m benchmarks.download_resume
+	$(BIN)/python -m benchmarks.upload
+	$(BIN)/python -m benchmarks.throughput --n 600
+	$(BIN)/python -m benchmarks.gcs_read --n 1500 --workers 2
+	$(BIN)/python -m benchmarks.e2e --n 3000
+	$(BIN)/python -m benchmarks.scale --rows 20000
 
 clean:
 	rm -rf demo-run .pytest_cache

@@ -1,4 +1,4 @@
-"""Benchmarks: each module prints a table the README quotes (`python -m benchmarks.NAME`)."""
+"""Benchmarks: each module prints its tables and writes them to docs/performance/ (report.py)."""
 
 from __future__ import annotations
 

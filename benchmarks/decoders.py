@@ -24,7 +24,7 @@ import imagecodecs
 import numpy as np
 from PIL import Image
 
-from benchmarks import scratch
+from benchmarks import report, scratch
 from imgbatch.pixels import png
 from imgbatch.pixels.images import standardize
 from imgbatch.pixels.spec import ImageSpec
@@ -115,4 +115,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    report.run(main)

@@ -2,7 +2,8 @@
 
     .venv/bin/python -m benchmarks.download_resume [--size-mb 1024] [--cuts 3] [--via flow|core]
 
-Writes a file of random bytes, serves it on 127.0.0.1 with the test suite's fault server
+Writes a file of random bytes (named .bin: an archive's name would have it checked as a tar
+archive, which random bytes are not), serves it on 127.0.0.1 with the test suite's fault server
 (connection dropped mid-body at evenly spaced offsets, once each), and downloads it with the
 download-archives flow with Prefect retries set to 0 (`--via core` calls the wget runner
 directly instead). wget resumes each cut with a Range request inside one run; the table shows
@@ -20,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import report
 from imgbatch.acquire.download import WgetOptions, download
+from imgbatch.params import DownloadParams
 from tests.helpers.http_server import serve
 
 WAITRETRY = 1.0
@@ -42,27 +45,33 @@ def make_file(path: Path, size: int) -> str:
 
 def run(size_mb: int, cuts: int, via: str, workdir: Path) -> list[tuple[str, str]]:
     size = size_mb << 20
-    src, dest = workdir / "archive.tar.gz", workdir / "dest"
+    src, dest = workdir / "archive.bin", workdir / "dest"
     t0 = time.perf_counter()
     expected = make_file(src, size)
     t_make = time.perf_counter() - t0
     offsets = [size * (i + 1) // (cuts + 1) for i in range(cuts)]
     with serve() as srv:
-        srv.add("archive.tar.gz", file=src, cut_at=list(offsets))
-        url = srv.url("archive.tar.gz")
+        srv.add("archive.bin", file=src, cut_at=list(offsets))
+        url = srv.url("archive.bin")
         tries = cuts + 2
         t0 = time.perf_counter()
         if via == "flow":
             from imgbatch.flows.download import download_archives
 
-            got = download_archives(
-                [url], str(dest), sha256=[expected], tries=tries, waitretry=WAITRETRY, retries=0
-            )[0]
+            params = DownloadParams(
+                urls=[url],
+                dest=str(dest),
+                sha256=[expected],
+                tries=tries,
+                waitretry=WAITRETRY,
+                retries=0,
+            )
+            got = download_archives(params)[0]
         else:
             options = WgetOptions(tries=tries, waitretry=WAITRETRY)
             got = asdict(download(url, dest, sha256=expected, options=options))
         seconds = time.perf_counter() - t0
-        gets = srv.gets("archive.tar.gz")
+        gets = srv.gets("archive.bin")
         sent = srv.bytes_sent
     ok = got["sha256"] == expected and got["size"] == size
     return [
@@ -98,10 +107,10 @@ def main() -> None:
         args.workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         rows = run(args.size_mb, args.cuts, args.via, Path(tmp))
-    width = max(len(k) for k, _ in rows)
+    print("| measured | value |\n|---|---|")
     for key, value in rows:
-        print(f"{key:<{width}}  {value}")
+        print(f"| {key} | {value} |")
 
 
 if __name__ == "__main__":
-    main()
+    report.run(main)

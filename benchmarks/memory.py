@@ -19,6 +19,7 @@ import time
 import numpy as np
 import pyarrow as pa
 
+from benchmarks import report
 from imgbatch.output import shards
 
 S = 64
@@ -123,7 +124,7 @@ def main() -> None:
             f"| {n} | {mb:.0f} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | "
             f"{r['peak_rss_mb'] / base:.2f} |"
         )
-    print(f"\nchannel mean of N={sizes[-1]} (exact answer from int64 sums):")
+    print(f"\nchannel mean of N={sizes[-1]} (exact answer from int64 sums):\n")
     print("| method | seconds | peak RSS MB | mean R | exact |")
     print("|---|---|---|---|---|")
     exact = stats[2][1]["mean"][0]
@@ -143,4 +144,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    report.run(main)

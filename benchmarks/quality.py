@@ -16,6 +16,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from benchmarks import report
 from benchmarks.reference import PSNR_CAP, psnr, reference
 from imgbatch.pixels.images import standardize
 from imgbatch.pixels.spec import RESIZE_MODES, ImageSpec
@@ -65,11 +66,12 @@ def main(argv: list[str] | None = None) -> None:
         f"quality: n={args.n} size={args.size} seed={args.seed} "
         f"(PSNR vs full-resolution Lanczos; identical = {PSNR_CAP:.0f} dB)"
     )
-    print(f"{'format':<7}{'mode':<13}{'count':>6}{'failed':>8}{'mean PSNR':>11}{'min PSNR':>10}")
+    print("\n| format | mode | count | failed | mean PSNR dB | min PSNR dB |")
+    print("|---|---|---:|---:|---:|---:|")
     for fmt, mode, count, bad, mean, low in rows:
-        print(f"{fmt:<7}{mode:<13}{count:>6}{bad:>8}{mean:>11.2f}{low:>10.2f}")
-    print(f"({elapsed:.1f} s)")
+        print(f"| {fmt} | {mode} | {count} | {bad} | {mean:.2f} | {low:.2f} |")
+    print(f"\n({elapsed:.1f} s)")
 
 
 if __name__ == "__main__":
-    main()
+    report.run(main)

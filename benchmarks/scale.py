@@ -35,7 +35,7 @@ import threading
 
 import psutil
 
-from benchmarks import scratch
+from benchmarks import report, scratch
 from benchmarks.e2e import Server, clean_env, core_child, partition_phase, preprocess_argv, timed
 
 LAYOUT_ROWS = 50_000
@@ -255,4 +255,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    report.run(main)

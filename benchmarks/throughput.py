@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 
+from benchmarks import report
 from imgbatch.compute import parallel
 from imgbatch.sampledata import samples
 
@@ -141,4 +142,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    report.run(main)

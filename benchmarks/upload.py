@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import report
 from imgbatch.acquire.upload import sync_tree
 from imgbatch.sampledata.samples import varied_image
 from imgbatch.storage.gcs_client import gs_url
@@ -105,4 +106,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(report.run(main))

@@ -1,4 +1,4 @@
-"""Prefect flows: orchestration only (parameters, ordering, .map, final state, CLI)."""
+"""Prefect flows: orchestration only (parameters, ordering, one task per partition, final state)."""
 
 import os
 

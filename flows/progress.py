@@ -47,8 +47,8 @@ def completed_partitions_off_terminal() -> Iterator[None]:
     """Each completed partition's line goes to the UI's logs, not to the terminal.
 
     1,000 partitions would print 1,000 lines there, each rendered by rich in the flow
-    process (README, "Usage"). Retries, warnings, failures and the flow's own lines still
-    show; the bar counts the partitions.
+    process (README, "Run it on your own data"). Retries, warnings, failures and the flow's
+    own lines still show; the bar counts the partitions.
     """
     from prefect.logging.handlers import PrefectConsoleHandler
 

@@ -206,7 +206,8 @@ def read_json(path: str) -> dict | None:
 
 def read_parquet(path: str, columns: list[str] | None = None):
     """A Parquet file as a pyarrow Table. Through ParquetFile, not pq.read_table: that
-    imports pyarrow.dataset, 0.3 s of every command's start-up."""
+    imports pyarrow.dataset, a visible share of every command's start-up (`python -X
+    importtime`; `python -m benchmarks.e2e`, the 1-row run)."""
     import pyarrow.parquet as pq
 
     with pq.ParquetFile(path) as f:

@@ -80,7 +80,7 @@ def entry_point() -> None:
 
     Every other exit handler still runs first (Prefect flushes its events and logs, the
     temporary server is stopped); only the interpreter's own teardown of Prefect's modules
-    and threads, about 0.9 s per command, is skipped.
+    and threads, a noticeable part of every command's exit, is skipped.
     """
     code = [1]
     atexit.register(lambda: os._exit(code[0]))  # registered first, so it runs last

@@ -33,8 +33,9 @@ STARTUP_TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 DEFAULT_STARTUP_TIMEOUT = "120"
 HEARTBEAT = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")
 # Prefect's task-run recorder writes each task-run event in a transaction of its own; in
-# batches of up to 100 (or each second) the server spends half the CPU per partition
-# (README "Scale"), and a task run shows in the UI within a second.
+# batches of up to 100 (or each second) the server spends much less CPU per partition
+# (docs/decisions/batched-task-run-recorder.md; `python -m benchmarks.scale`, "server CPU s"),
+# and a task run shows in the UI within a second.
 RECORDER = {
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
@@ -138,8 +139,8 @@ def start_temporary_server() -> None:
 
 
 def import_prefect_meanwhile() -> None:
-    """Import Prefect's flow machinery while the server starts in its own process: about
-    1.3 s of this process's CPU, on the other core, instead of after the server answers.
+    """Import Prefect's flow machinery while the server starts in its own process: the
+    import's CPU is spent on another core, instead of after the server answers.
     PREFECT_API_URL is set first, since Prefect reads its settings when imported."""
     import prefect.main  # noqa: F401
 
@@ -175,7 +176,8 @@ def foreground_settings() -> AbstractContextManager:
 
     Prefect 3.9's heartbeat thread sleeps in 1 s steps and is joined when the flow ends, so
     every command waited 0-1 s for it; it only serves automations that mark a silent run
-    Crashed, while a command's run is watched from its own terminal (README, "Decisions").
+    Crashed, while a command's run is watched from its own terminal
+    (docs/decisions/no-heartbeat-for-commands.md).
     Deployed runs (serve, workers) run in their own processes and keep Prefect's default.
     """
     if any(setting(name) for name in HEARTBEAT):

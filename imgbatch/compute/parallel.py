@@ -2,11 +2,12 @@
 
 Every partition running in this process shares them, so concurrent partitions never
 oversubscribe the cores. Pillow releases the GIL in decode and resize, so threads scale on
-a few cores; past that processes keep scaling (threads stop at ~8 cores while 16 processes
-go 1.5x further), so `auto` picks processes on bigger machines.
+a few cores; past that threads stop scaling and processes keep going, so `auto` picks
+processes on bigger machines (docs/decisions/threads-then-processes.md;
+`python -m benchmarks.throughput` measures it on the machine at hand).
 
-The I/O pool follows the decode pool: a read from object storage is a round trip (~40 ms
-for a small GCS object) during which a thread only waits, so remote storage gets
+The I/O pool follows the decode pool: a read from object storage is a round trip (tens of
+milliseconds for a small GCS object) during which a thread only waits, so remote storage gets
 IO_PER_WORKER threads per decode worker, between IO_MIN and IO_MAX; local files need few.
 With decoding on processes, remote reads run in a few fetch processes (`fetch_pool`), since
 the CPU each GET costs would otherwise cap one process's GET rate below the decoders' rate.
@@ -24,15 +25,16 @@ from typing import Literal
 ExecutorKind = Literal["auto", "threads", "processes"]
 # Up to this many workers threads are as fast as processes and cost no start-up.
 THREADS_UP_TO = 4
-# One decode worker standardizes ~180 (16 processes: ~2,900/s) to ~330 (small photos)
-# images/s; one thread doing 40 ms GETs fetches 25/s, so 16 threads per worker keep it fed.
+# A thread waiting on GETs of GCS's small-object latency fetches a few dozen images/s, fewer
+# than one decode worker standardizes, so each worker gets IO_PER_WORKER threads
+# (`python -m benchmarks.gcs_read` measures both rates, with the latency it adds).
 IO_PER_WORKER = 16
 IO_MIN, IO_MAX = 32, 256
 LOCAL_IO_MAX = 8
-# A remote read costs ~0.25 ms of this process's CPU (benchmarks/gcs_read.py), under one GIL:
-# one process tops out near 4,000 GETs/s, little headroom over what 16 decode processes use
-# (~2,900/s). With process decoding, reads are spread over one fetch process per
-# DECODERS_PER_FETCHER workers (~720 GETs/s each, a fifth of a core).
+# Every remote read costs this process CPU under one GIL, which caps one process's GET rate
+# not far above what 16 decode processes consume (`python -m benchmarks.gcs_read`: "CPU per
+# GET" and "GETs/s"). With process decoding, reads are spread over one fetch process per
+# DECODERS_PER_FETCHER workers, each using a fraction of a core.
 DECODERS_PER_FETCHER = 4
 
 _lock = threading.Lock()

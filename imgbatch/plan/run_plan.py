@@ -186,5 +186,6 @@ def read_rows(plan_file: str, partition_id: int) -> list[str]:
 @lru_cache(maxsize=4)
 def _footer(plan_file: str, inode: int, mtime_ns: int, size: int) -> pq.FileMetaData:
     """The plan's footer, parsed once per process and version of the file (a rewrite is a
-    new inode): it lists every row group, 2 ms to parse at 500 partitions, once each."""
+    new inode): it lists every row group, so parsing it per partition grows with the
+    partition count (`python -m benchmarks.scale`, "each extra partition")."""
     return pq.read_metadata(plan_file)

@@ -3,9 +3,9 @@
 Reading images from gs:// is one media GET per object (`.../o/NAME?alt=media`), and on a
 busy machine the CPU each GET costs is taken from decoding. Blob.download_as_bytes builds a
 Blob, a resumable-media Download and a requests call per object; google-auth's
-AuthorizedHttp over a urllib3 pool costs about half of that; the standard library's
-http.client on a connection each thread keeps costs half again (README "Performance",
-`benchmarks/gcs_read.py`, "CPU per GET"). Authorization is google-auth's own
+AuthorizedHttp over a urllib3 pool costs less; the standard library's http.client on a
+connection each thread keeps costs less again (docs/decisions/gcs-get-on-http-client.md;
+`python -m benchmarks.gcs_read`, "CPU per GET"). Authorization is google-auth's own
 (`Credentials.before_request`, which refreshes an expiring token). The caller checks the
 crc32c: the stored bytes come back as stored (`Accept-Encoding: gzip`, no transcoding), with
 the object's crc32c in `x-goog-hash`.

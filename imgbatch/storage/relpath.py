@@ -17,7 +17,8 @@ def clean_relative(path: str) -> str:
     """Normalize a row path to a POSIX path inside the root, or raise InvalidPath.
 
     Plain string work, as PurePosixPath would normalize it (empty and "." parts dropped):
-    a plan stats every row, and PurePosixPath cost 2.5 s of a 200,000-row no-op rerun."""
+    a plan handles every row, and PurePosixPath was most of a large no-op rerun's planning
+    (`python -m benchmarks.scale`, the no-op rerun rows)."""
     if not isinstance(path, str) or not path.strip():
         raise InvalidPath("empty image path")
     text = path.strip().replace("\\", "/")

@@ -169,7 +169,7 @@ def test_the_cli_modules_import_no_prefect_pandas_or_storage_client():
 
 
 def test_every_benchmark_module_imports():
-    """The README quotes their tables: a rename in the code must not leave one broken."""
+    """They write docs/performance/: a rename in the code must not leave one broken."""
     modules = [m.name for m in pkgutil.iter_modules([str(REPO / "benchmarks")], "benchmarks.")]
     assert "benchmarks.e2e" in modules and "benchmarks.gcs_read" in modules
     code = f"import importlib\nfor m in {modules!r}: importlib.import_module(m)\nprint('ok')"
