@@ -17,7 +17,9 @@ could not tell a dropped connection from the end); when the announced size arriv
 or the bytes are a page instead of an archive, the server sends this very file every time,
 so the error is permanent for this run (a later rerun still downloads again). A passed check
 is recorded beside the folder (imgbatch.acquire.archive.record_verified), so extraction and reruns
-do not read a 35 GB archive again.
+do not read a 35 GB archive again. A server that never answered is permanent too, and said
+in one line: a refused port and an unknown host name at once, a silent one after
+FIRST_CONTACT_TRIES tries (imgbatch.timeouts bounds each).
 """
 
 from __future__ import annotations

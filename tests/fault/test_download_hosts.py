@@ -31,7 +31,7 @@ def test_a_refused_connection_is_permanent_and_not_tried_again(tmp_path):
     t0 = time.monotonic()
     with pytest.raises(PermanentError) as err:
         download(url, tmp_path, options=WgetOptions(tries=10))  # the default budget
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 2  # not tried again (wget waits 1 s before a second try)
     assert str(err.value) == (
         f"{url}: connection refused by {host}: is the URL's port right? (a retry helps only "
         "once a server listens there)"
@@ -70,12 +70,23 @@ def runs(tmp_path_factory) -> dict[str, tuple[Finished, str]]:
     return {name: (run.wait(BOUND + 60), cases[name][1]) for name, run in started.items()}
 
 
-@pytest.mark.parametrize("case", ["refused", "refused, no retries", "unresolvable"])
+NO_RETRIES_TRACEBACK = pytest.mark.xfail(
+    strict=True,
+    reason="with --retries 0 Prefect's task engine logs every task failure with its traceback "
+    "(handle_retry, retries >= task.retries); dropping it is the terminal side's part of "
+    "issue 21 (imgbatch/cli): remove this mark when it lands",
+)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["refused", pytest.param("refused, no retries", marks=NO_RETRIES_TRACEBACK), "unresolvable"],
+)
 def test_a_wrong_download_host_ends_the_command_within_a_minute_in_one_line(runs, case):
     got, expected = runs[case]
     assert got.returncode == 1, got.both
     assert got.seconds < BOUND, got.both
-    assert "Traceback" not in got.both, got.both
     assert "Retrying" not in got.both, got.both
     [line] = got.error_lines
     assert expected in line, line
+    assert "Traceback" not in got.both, got.both

@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 
@@ -37,21 +38,29 @@ class Finished:
         return f"--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
 
 
-@dataclass
 class Started:
-    proc: subprocess.Popen
-    t0: float
-    home: tempfile.TemporaryDirectory
+    """A running command; a thread collects its output and notes when it ended, so runs
+    awaited one after the other each get their own wall time."""
+
+    def __init__(self, proc: subprocess.Popen, home: tempfile.TemporaryDirectory) -> None:
+        self.proc, self.home, self.t0 = proc, home, time.monotonic()
+        self.output: tuple[str, str] = ("", "")
+        self.ended = 0.0
+        self.thread = threading.Thread(target=self._collect, daemon=True)
+        self.thread.start()
+
+    def _collect(self) -> None:
+        self.output = self.proc.communicate()
+        self.ended = time.monotonic()
 
     def wait(self, timeout: float) -> Finished:
-        try:
-            out, err = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        """What the user saw; a run still going after `timeout` seconds is killed."""
+        self.thread.join(max(0.0, self.t0 + timeout - time.monotonic()))
+        if self.thread.is_alive():
             self.proc.kill()
-            out, err = self.proc.communicate()
-        seconds = time.monotonic() - self.t0
+            self.thread.join()
         self.home.cleanup()
-        return Finished(self.proc.returncode, seconds, out, err)
+        return Finished(self.proc.returncode, self.ended - self.t0, *self.output)
 
 
 def start(args: list[str], env: dict[str, str] | None = None) -> Started:
@@ -69,4 +78,4 @@ def start(args: list[str], env: dict[str, str] | None = None) -> Started:
         stderr=subprocess.PIPE,
         text=True,
     )
-    return Started(proc, time.monotonic(), home)
+    return Started(proc, home)
