@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from imgbatch.compute.parallel import ExecutorKind
 from imgbatch.errors import UsageError
 from imgbatch.pixels.spec import ImageSpec, ResizeMode
+from imgbatch.timeouts import READ_TIMEOUT
 
 # The largest partition array (rows x S x S x 3 bytes) held in memory while it is computed.
 MAX_PARTITION_BYTES = 4 << 30
@@ -180,7 +181,7 @@ class Archives(Params):
         10, description="wget attempts inside one task run, each resuming where the last stopped"
     )
     read_timeout: Annotated[float, Field(gt=0)] = Field(
-        60.0, description="seconds of silence before wget drops the connection and resumes"
+        READ_TIMEOUT, description="seconds of silence before wget drops the connection and resumes"
     )
     waitretry: Annotated[float, Field(ge=0)] = Field(
         10.0, description="wget waits 1 s, 2 s, ... up to this many seconds between attempts"
@@ -255,7 +256,8 @@ class UploadParams(NetworkRetries):
         60.0, description="seconds the storage client may spend retrying within one attempt"
     )
     object_timeout: Annotated[float, Field(gt=0)] = Field(
-        60.0, description="seconds one request to the storage server may take"
+        READ_TIMEOUT,
+        description="seconds of silence before a request to the storage server is dropped",
     )
 
     def object_retry(self) -> dict:

@@ -32,6 +32,15 @@ _GCS_CRC32C = "crc32c"
 # says "The file is already fully retrieved; nothing to do." and exits 0.
 _WGET_ALREADY_RETRIEVED = "already fully retrieved"
 
+# wget (C locale): a failed try ends with the line "Retrying." when another follows, "Giving
+# up." when it was the last; a refused connection prints "Connecting to HOST:PORT...
+# failed: Connection refused." and a name that does not resolve "wget: unable to resolve
+# host address 'HOST'".
+# Each ends wget with exit status 4 ("network failure"), which alone cannot tell them apart.
+_WGET_TRY_FAILED = ("Retrying.", "Giving up.")
+_WGET_REFUSED = "failed: Connection refused."
+_WGET_UNRESOLVED = "unable to resolve host address"
+
 # Prefect: each task run logs "Finished in state Completed()" (at INFO) when it ends well.
 _PREFECT_TASK_COMPLETED = "Finished in state Completed("
 
@@ -59,6 +68,23 @@ def gcs_refused_checksum(exc: BaseException) -> bool:
 def wget_kept_local_file(line: str) -> bool:
     """True for wget's line saying it kept the local file and fetched nothing."""
     return _WGET_ALREADY_RETRIEVED in line
+
+
+def wget_try_failed(line: str) -> bool | None:
+    """For wget's line ending a failed try: True when another try follows, False when wget
+    gives up; None for any other line."""
+    text = line.strip()
+    return text == _WGET_TRY_FAILED[0] if text in _WGET_TRY_FAILED else None
+
+
+def wget_refused(line: str) -> bool:
+    """True for wget's line saying the server refused the connection."""
+    return line.rstrip().endswith(_WGET_REFUSED)
+
+
+def wget_unresolved(line: str) -> bool:
+    """True for wget's line saying the host name does not resolve."""
+    return _WGET_UNRESOLVED in line
 
 
 def prefect_task_completed(record: logging.LogRecord) -> bool:

@@ -86,23 +86,34 @@ def content_format(path: Path) -> str | None:
 
 
 def describe_non_archive(path: Path, content_type: str | None = None) -> str | None:
-    """What the file is when it is not an archive ("an HTML page (text/html)"), else None."""
+    """What the file is when it is not an archive ("an HTML page"), else None.
+
+    Told by the bytes, not by the server's Content-Type (an error page is often labelled
+    with the type the archive would have had); that label is added only when it disagrees
+    with the bytes and says something ("an HTML page (labelled application/gzip)").
+    """
     if content_format(path) is not None:
         return None
     with path.open("rb") as f:
         head = f.read(512).lstrip().lower()
-    ctype = (content_type or "").lower()
     if not head:
-        what = "an empty file"
-    elif head.startswith((b"<!doctype html", b"<html")) or "html" in ctype:
-        what = "an HTML page"
-    elif head.startswith((b"{", b"[")) or "json" in ctype:
-        what = "a JSON document"
+        return "an empty file"
+    if head.startswith(b"<!doctype html") or b"<html" in head:
+        what, family = "an HTML page", "html"
+    elif head.startswith((b"{", b"[")):
+        what, family = "a JSON document", "json"
     elif head.startswith(b"<"):
-        what = "an XML document"
+        what, family = "an XML document", "xml"
     else:
-        what = f"a file that is no archive (first bytes {head[:16]!r})"
-    return f"{what} ({content_type})" if content_type else what
+        what, family = f"a file that is no archive (first bytes {head[:16]!r})", None
+    label = (content_type or "").strip()
+    if label.lower() in _UNINFORMATIVE_TYPES or (family and family in label.lower()):
+        return what
+    return f"{what} (labelled {label})"
+
+
+# Content types that say nothing about what a file is.
+_UNINFORMATIVE_TYPES = ("", "application/octet-stream", "binary/octet-stream")
 
 
 def open_stream(path: Path) -> IO[bytes]:

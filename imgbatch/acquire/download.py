@@ -17,7 +17,9 @@ could not tell a dropped connection from the end); when the announced size arriv
 or the bytes are a page instead of an archive, the server sends this very file every time,
 so the error is permanent for this run (a later rerun still downloads again). A passed check
 is recorded beside the folder (imgbatch.acquire.archive.record_verified), so extraction and reruns
-do not read a 35 GB archive again.
+do not read a 35 GB archive again. A server that never answered is permanent too, and said
+in one line: a refused port and an unknown host name at once, a silent one after
+FIRST_CONTACT_TRIES tries (imgbatch.timeouts bounds each).
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ from imgbatch.acquire.archive import (
 )
 from imgbatch.atomic_files import file_digest
 from imgbatch.errors import PermanentError, TransientError, UsageError
-from imgbatch.upstream import wget_kept_local_file
+from imgbatch.timeouts import CONNECT_TIMEOUT, DNS_TIMEOUT, FIRST_CONTACT_TRIES, READ_TIMEOUT
+from imgbatch.upstream import wget_kept_local_file, wget_refused, wget_try_failed, wget_unresolved
 
 # Statuses that may pass on their own: wget retries them itself, and so may the orchestrator.
 RETRY_HTTP_STATUSES = (408, 429, 500, 502, 503, 504)
@@ -58,26 +61,32 @@ Runner = Callable[[list[str], LineSink], int]
 
 @dataclass(frozen=True)
 class WgetOptions:
-    """What wget is told about retrying. Defaults suit multi-GB archives over a flaky link."""
+    """What wget is told about retrying. Defaults suit multi-GB archives over a flaky link;
+    the timeouts are imgbatch.timeouts'."""
 
     tries: int = 10  # attempts inside one wget run, each resuming where the last stopped
     waitretry: float = 10.0  # wget waits 1 s, 2 s, ... up to this between its attempts
-    read_timeout: float = 60.0  # a silent connection is dropped (and resumed) after this
-    connect_timeout: float = 30.0
+    read_timeout: float = READ_TIMEOUT  # a silent connection is dropped (and resumed)
+    connect_timeout: float = CONNECT_TIMEOUT
+    dns_timeout: float = DNS_TIMEOUT
     executable: str = "wget"
 
 
 def wget_argv(url: str, part: Path, options: WgetOptions) -> list[str]:
-    """The one place the wget command line is built."""
+    """The one place the wget command line is built.
+
+    No --retry-connrefused: a refused connection is a wrong port or no server, answered at
+    once (download() says so) rather than after every try.
+    """
     return [
         options.executable,
         "--continue",
         f"--tries={options.tries}",
-        "--retry-connrefused",
         "--retry-on-http-error=" + ",".join(map(str, RETRY_HTTP_STATUSES)),
         f"--waitretry={options.waitretry:g}",
         f"--read-timeout={options.read_timeout:g}",
         f"--connect-timeout={options.connect_timeout:g}",
+        f"--dns-timeout={options.dns_timeout:g}",
         "--server-response",  # headers give the total size to verify against
         "--progress=dot:mega",
         f"--output-document={part}",
@@ -206,6 +215,9 @@ class _WgetLog:
     total: int | None = None
     content_type: str | None = None  # of the last response
     already_retrieved: bool = False
+    refused: bool = False  # the server refused a connection
+    unresolved: bool = False  # the host name did not resolve
+    unanswered: int = 0  # failed tries before any HTTP answer
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
     _last_emit: float = float("-inf")
     _pending: str | None = None
@@ -225,6 +237,13 @@ class _WgetLog:
                 self.total = int(m.group(1))
         if wget_kept_local_file(line):
             self.already_retrieved = True
+        self.refused |= wget_refused(line)
+        self.unresolved |= wget_unresolved(line)
+        again = wget_try_failed(line)
+        if again is not None and not self.statuses:
+            self.unanswered += 1
+            if again and self.unanswered >= FIRST_CONTACT_TRIES:
+                raise _NoAnswer  # ends wget: a server silent this often is no blip
         if _PROGRESS.match(line):
             self._progress(line.strip())
             return
@@ -255,6 +274,11 @@ class _WgetLog:
         return self.tail[-1] if self.tail else "no output"
 
 
+class _NoAnswer(Exception):
+    """FIRST_CONTACT_TRIES tries and no HTTP answer: raised from the line callback, which
+    ends wget (run_wget kills it)."""
+
+
 def classify_exit(code: int, http_status: int | None) -> type[TransientError | PermanentError]:
     """wget exit status (+ last HTTP status) -> the error type that decides retrying.
 
@@ -268,8 +292,12 @@ def classify_exit(code: int, http_status: int | None) -> type[TransientError | P
     return TransientError if code in (4, 7) else PermanentError
 
 
-def _exit_error(url: str, code: int, log: _WgetLog, part: Path) -> Exception:
+def _exit_error(url: str, code: int | None, log: _WgetLog, part: Path, wait: float) -> Exception:
+    """The error for a wget run that failed (`code` None: ended after _NoAnswer)."""
+    if not log.statuses and (err := _no_answer_error(url, log, wait)) is not None:
+        return err
     status = log.statuses[-1] if log.statuses else None
+    code = 4 if code is None else code
     kind = classify_exit(code, status)
     if code == 8 and status is not None:
         reason = f"HTTP {status} {log.reasons[-1]}".strip()
@@ -282,6 +310,30 @@ def _exit_error(url: str, code: int, log: _WgetLog, part: Path) -> Exception:
     else:
         reason = f"wget exited with status {code}: {log.detail()}"
     return kind(f"{url}: {reason}")
+
+
+def _no_answer_error(url: str, log: _WgetLog, wait: float) -> PermanentError | None:
+    """The one-line error for a server that never answered: no name, no listener, silence.
+
+    Permanent: a retry within this run meets the same host; the message says what to check.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or parts.netloc
+    if log.unresolved:
+        return PermanentError(f"{url}: the host name {host!r} does not resolve: is it right?")
+    port = parts.port or {"https": 443, "ftp": 21}.get(parts.scheme, 80)
+    if log.refused:
+        return PermanentError(
+            f"{url}: connection refused by {host}:{port}: is the URL's port right? (a retry "
+            "helps only once a server listens there)"
+        )
+    if log.unanswered:
+        tries = "1 try" if log.unanswered == 1 else f"{log.unanswered} tries"
+        return PermanentError(
+            f"{url}: the server {host}:{port} did not answer within {wait:g} s ({tries}): "
+            "check the URL and the network"
+        )
+    return None
 
 
 def _verify(part: Path, log: _WgetLog, sha256: str | None) -> tuple[str | None, str]:
@@ -401,12 +453,15 @@ def download(
 
     def fetch(part: Path) -> _WgetLog:
         log = _WgetLog(on_progress, progress_interval)
-        code = runner(wget_argv(url, part, options), log.feed)
+        try:
+            code: int | None = runner(wget_argv(url, part, options), log.feed)
+        except _NoAnswer:
+            code = None
         log.close()
         if code != 0:
             if part.exists() and part.stat().st_size == 0:
                 part.unlink()  # wget opens the output file even for a 404
-            raise _exit_error(url, code, log, part)
+            raise _exit_error(url, code, log, part, options.read_timeout)
         return log
 
     return _fetch(url, final, sha256, fetch)

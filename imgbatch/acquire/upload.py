@@ -271,7 +271,7 @@ class _Sender:
                 if_generation_match=self.generation,
                 checksum="crc32c",
                 retry=self.policy.client_retry(),
-                timeout=self.policy.timeout,
+                timeout=self.policy.timeouts(),
             )
         except api_exc.PreconditionFailed:
             self._resolve_412()
@@ -292,7 +292,7 @@ class _Sender:
         """Count the object as uploaded if it holds our bytes; otherwise replace it next."""
         try:
             current = self.bucket.get_blob(
-                self.file.name, retry=self.policy.client_retry(), timeout=self.policy.timeout
+                self.file.name, retry=self.policy.client_retry(), timeout=self.policy.timeouts()
             )
         except Exception as exc:
             raise translate(exc, f"checking {self.uri} after 412") from exc
@@ -310,7 +310,7 @@ class _Sender:
             self.bucket.blob(self.file.name).delete(
                 if_generation_match=generation,
                 retry=self.policy.client_retry(),
-                timeout=self.policy.timeout,
+                timeout=self.policy.timeouts(),
             )
         except (api_exc.NotFound, api_exc.PreconditionFailed):
             pass  # gone or replaced already: the next attempt's 412 check sorts it out

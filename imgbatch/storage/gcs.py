@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from imgbatch.errors import PermanentError, TransientError
 from imgbatch.storage.gcs_client import (
     RetryPolicy,
+    call_endpoint,
     crc32c_b64,
     endpoint,
     gs_url,
@@ -20,7 +21,6 @@ from imgbatch.storage.gcs_client import (
     object_name,
     parse_gs_url,
     shared_client,
-    with_backoff,
 )
 from imgbatch.storage.gcs_read import get_object
 from imgbatch.storage.relpath import InvalidPath
@@ -100,4 +100,4 @@ class GCSStorage:
                 )
             return got.content()
 
-        return with_backoff(once, f"reading {uri}", self.policy)
+        return call_endpoint(once, f"reading {uri}", self.policy, self.endpoint)

@@ -5,8 +5,10 @@ knows nothing of either. Talks to `STORAGE_EMULATOR_HOST` when it is set (anonym
 project), otherwise to GCS with Application Default Credentials. Two layers of retry: the
 client's own (429/5xx and dropped connections inside one call), then tenacity backoff around
 whole operations, so a call that still fails ends as TransientError (retry later) or
-PermanentError (do not). A connection refused on the first listing of an endpoint is a
-wrong address, not a blip: it fails at once, naming the endpoint.
+PermanentError (do not). A first contact with an endpoint (no answer from it yet in this
+process) that is refused, or that times out FIRST_CONTACT_TRIES times, is a wrong address
+or a hung endpoint, not a blip: it fails with one PermanentError naming the endpoint, within
+the bound imgbatch.timeouts explains, and later calls to it in this process fail at once.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import functools
 import os
 import re
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, TypeVar
 
 import google_crc32c
@@ -37,6 +39,7 @@ from tenacity import (
 from imgbatch.errors import ImgbatchError, PermanentError, TransientError, UsageError
 from imgbatch.storage.relpath import InvalidPath, clean_relative
 from imgbatch.storage.urls import GCS_SCHEME, is_gcs_url
+from imgbatch.timeouts import CONNECT_TIMEOUT, FIRST_CONTACT_TRIES, READ_TIMEOUT
 
 if TYPE_CHECKING:
     from google.cloud.storage import Bucket, Client
@@ -56,27 +59,32 @@ class RetryPolicy:
     """How hard to try before giving up on one object.
 
     `client_deadline` bounds the client's own retry inside one call; `attempts` counts the
-    tenacity attempts around it, waiting `initial_wait` doubling up to `max_wait`.
+    tenacity attempts around it, waiting `initial_wait` doubling up to `max_wait`. `timeout`
+    is the read timeout of one request; the connect timeout is imgbatch.timeouts'.
     """
 
     attempts: int = 5
     initial_wait: float = 1.0
     max_wait: float = 30.0
     client_deadline: float = 60.0
-    timeout: float = 60.0
+    timeout: float = READ_TIMEOUT
+
+    def timeouts(self) -> tuple[float, float]:
+        """(connect, read) seconds, as the storage client's `timeout=` takes them."""
+        return (CONNECT_TIMEOUT, self.timeout)
 
     def client_retry(self) -> api_retry.Retry:
         """The client's per-call retry, with this policy's deadline and delays.
 
-        A refused connection is left to the caller (list_prefix decides whether the
-        endpoint is wrong, with_backoff retries it otherwise), so a wrong address does not
-        spin for the whole client deadline.
+        A refused connection and a timeout are left to the caller (call_endpoint decides
+        whether the endpoint is wrong or hung, with_backoff retries them otherwise), so a
+        wrong address or a silent endpoint does not spin for the whole client deadline.
         """
         from google.cloud.storage.retry import DEFAULT_RETRY
 
         should_retry = DEFAULT_RETRY._predicate  # the client's own list of retryable errors
         return api_retry.Retry(
-            predicate=lambda exc: should_retry(exc) and not refused(exc),
+            predicate=lambda exc: should_retry(exc) and not refused(exc) and not timed_out(exc),
             initial=self.initial_wait,
             maximum=self.max_wait,
             timeout=self.client_deadline,
@@ -133,38 +141,99 @@ def _b64(checksum: google_crc32c.Checksum) -> str:
     return base64.b64encode(checksum.digest()).decode("ascii")
 
 
-def refused(exc: BaseException | None) -> bool:
-    """True when exc (or what it wraps) is a refused TCP connection: a ConnectionRefusedError
-    along the chain that requests, urllib3 (its `.reason`) and api_core keep."""
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """exc and what it wraps, along the chain requests, urllib3 (its `.reason`) and api_core
+    keep."""
     seen: set[int] = set()
     while isinstance(exc, BaseException) and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, ConnectionRefusedError):
-            return True
+        yield exc
         exc = exc.__cause__ or exc.__context__ or getattr(exc, "reason", None)
-    return False
+
+
+def refused(exc: BaseException | None) -> bool:
+    """True when exc (or what it wraps) is a refused TCP connection."""
+    return any(isinstance(e, ConnectionRefusedError) for e in _chain(exc))
+
+
+def timed_out(exc: BaseException | None) -> bool:
+    """True when exc (or what it wraps) is a connect or read timeout: no answer in time."""
+    return any(isinstance(e, TimeoutError | requests.Timeout) for e in _chain(exc))
 
 
 _reached: set[str] = set()  # endpoints that answered in this process
+_silent: dict[str, PermanentError] = {}  # endpoints given up on in this process
 
 
-def unreachable(exc: BaseException, url: str) -> PermanentError | None:
-    """The one-line error for a refused first contact with `url`, else None."""
-    if url in _reached or not refused(exc):
+def answered(url: str) -> None:
+    """Note that the endpoint `url` answered (any HTTP status): it is no wrong address."""
+    _reached.add(url)
+
+
+def _hint() -> str:
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        return "is STORAGE_EMULATOR_HOST right?"
+    return "check the network and proxy settings"
+
+
+def unreachable(exc: BaseException, url: str, tries: int, wait: float) -> PermanentError | None:
+    """The one-line error for a first contact with `url` that failed (refused, or no answer
+    within `wait` seconds on every one of `tries`), else None."""
+    if url in _reached:
         return None
-    hint = (
-        "is STORAGE_EMULATOR_HOST right?"
-        if os.environ.get("STORAGE_EMULATOR_HOST")
-        else "check the network and proxy settings"
-    )
-    return PermanentError(f"cannot reach the storage endpoint {url} (connection refused): {hint}")
+    if refused(exc):
+        return PermanentError(
+            f"cannot reach the storage endpoint {url} (connection refused): {_hint()}"
+        )
+    if timed_out(exc):
+        return PermanentError(
+            f"the storage endpoint {url} did not answer within {wait:g} s "
+            f"(tried {tries} times): {_hint()}"
+        )
+    return None
+
+
+def call_endpoint(fn: Callable[[], T], what: str, policy: RetryPolicy, url: str) -> T:
+    """with_backoff for a call to the endpoint `url`, bounded on a first contact.
+
+    Until `url` has answered in this process, a timeout is tried FIRST_CONTACT_TRIES times
+    at most and a refusal once; either ends as one PermanentError naming the endpoint, and
+    every later call to it fails with that error at once (no thread waits again).
+    """
+    if url in _silent:
+        raise _silent[url]
+    first = url not in _reached
+    tries = min(policy.attempts, FIRST_CONTACT_TRIES) if first else policy.attempts
+
+    def once() -> T:
+        try:
+            return fn()
+        except TransientError as exc:
+            wrong = unreachable(exc, url, tries, policy.timeout) if refused(exc) else None
+            if first and wrong is not None:  # a wrong address: no retry
+                raise _give_up(url, wrong) from None
+            raise
+
+    try:
+        return with_backoff(once, what, replace(policy, attempts=tries))
+    except TransientError as exc:
+        error = unreachable(exc, url, tries, policy.timeout) if first else None
+        if error is None:
+            raise
+        raise _give_up(url, error) from None
+
+
+def _give_up(url: str, error: PermanentError) -> PermanentError:
+    """Remember that `url` is given up on in this process; the error to raise."""
+    _silent[url] = error
+    return error
 
 
 def list_prefix(bucket: Bucket, prefix: str, policy: RetryPolicy) -> dict[str, dict]:
     """One listing of every object under `prefix/`: name -> {size, crc32c, generation}."""
+    url = endpoint()
 
     def once() -> dict[str, dict]:
-        url = endpoint()
         try:
             blobs = bucket.client.list_blobs(
                 bucket,
@@ -172,21 +241,24 @@ def list_prefix(bucket: Bucket, prefix: str, policy: RetryPolicy) -> dict[str, d
                 fields=_LIST_FIELDS,
                 page_size=1000,
                 retry=policy.client_retry(),
-                timeout=policy.timeout,
+                timeout=policy.timeouts(),
             )
             listing = {
                 b.name: {"size": b.size, "crc32c": b.crc32c, "generation": b.generation}
                 for b in blobs
             }
         except api_exc.NotFound:
+            answered(url)
             raise PermanentError(f"bucket {gs_url(bucket.name)} does not exist") from None
         except Exception as exc:
-            raise unreachable(exc, url) or translate(exc, f"listing {where}") from exc
-        _reached.add(url)
+            if isinstance(exc, api_exc.GoogleAPICallError):
+                answered(url)
+            raise translate(exc, f"listing {where}") from exc
+        answered(url)
         return listing
 
     where = gs_url(bucket.name, prefix)
-    return with_backoff(once, f"listing {where}", policy)
+    return call_endpoint(once, f"listing {where}", policy, url)
 
 
 def make_client(pool_size: int = 16) -> Client:

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from google.auth import exceptions as auth_exc
 
 from imgbatch.errors import PermanentError, TransientError, UsageError
-from imgbatch.storage.gcs_client import GCS_ENDPOINT, gs_url
+from imgbatch.storage.gcs_client import GCS_ENDPOINT, answered, gs_url
+from imgbatch.timeouts import CONNECT_TIMEOUT
 
 READ_SCOPE = "https://www.googleapis.com/auth/devstorage.read_only"
 # A kept-alive connection the server has since closed fails like this on its next request,
@@ -132,13 +133,35 @@ def _auth_for(base: str) -> _Auth:
         return _auth[key]
 
 
+class _ReadTimeout:
+    """Connect (and TLS handshake) within CONNECT_TIMEOUT, then `read_timeout` per read:
+    http.client has one timeout for both."""
+
+    read_timeout: float
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]  # with self.timeout = CONNECT_TIMEOUT
+        self.sock.settimeout(self.read_timeout)  # type: ignore[attr-defined]
+
+
+class _HTTP(_ReadTimeout, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPS(_ReadTimeout, http.client.HTTPSConnection):
+    pass
+
+
 def _connect(base: str, timeout: float) -> http.client.HTTPConnection:
     url = urllib.parse.urlsplit(base if "://" in base else f"http://{base}")
     if url.scheme == "https":
-        return http.client.HTTPSConnection(
-            url.hostname, url.port, timeout=timeout, context=ssl.create_default_context()
+        conn: _HTTP | _HTTPS = _HTTPS(
+            url.hostname, url.port, timeout=CONNECT_TIMEOUT, context=ssl.create_default_context()
         )
-    return http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
+    else:
+        conn = _HTTP(url.hostname, url.port, timeout=CONNECT_TIMEOUT)
+    conn.read_timeout = timeout
+    return conn
 
 
 def _connection(base: str, timeout: float, fresh: bool) -> http.client.HTTPConnection:
@@ -182,7 +205,8 @@ def _exchange(base: str, path: str, headers: dict[str, str], timeout: float):
 
 
 def get_object(base: str, bucket: str, name: str, timeout: float) -> StoredObject:
-    """One GET from endpoint `base` of the object's stored bytes.
+    """One GET from endpoint `base` of the object's stored bytes; `timeout` is the read
+    timeout (the connect timeout is imgbatch.timeouts.CONNECT_TIMEOUT).
 
     Raises FileNotFoundError (no such object), TransientError (may pass) or PermanentError.
     """
@@ -194,6 +218,7 @@ def get_object(base: str, bucket: str, name: str, timeout: float) -> StoredObjec
         except (http.client.HTTPException, OSError) as exc:
             _drop(base, timeout)
             raise TransientError(f"{what}: {type(exc).__name__}: {str(exc)[:300]}") from exc
+        answered(base)
         if status != 401 or attempt == 2 or not auth.refresh():
             break
     if status == 404:

@@ -52,7 +52,7 @@ def test_html_page_is_named_set_aside_and_a_rerun_after_the_fix_succeeds(server,
 
     bad = tmp_path / "beauty_image.tar.gz.bad"
     assert str(err.value) == (
-        f"{url}: the server sent an HTML page (text/html), not a gzip archive; kept as {bad}"
+        f"{url}: the server sent an HTML page, not a gzip archive; kept as {bad}"
     )
     assert names(tmp_path) == ["beauty_image.tar.gz.bad"] and bad.read_bytes() == HTML
     assert len(server.gets("beauty_image.tar.gz")) == 1  # wget did not retry a 200
@@ -82,6 +82,23 @@ def test_other_non_archives_say_what_they_are(server, tmp_path, body, content_ty
         download(server.url("x.tgz"), tmp_path, options=FAST)
     assert f"the server sent {what}" in str(err.value)
     assert names(tmp_path) == ["x.tgz.bad"]
+
+
+@pytest.mark.parametrize(
+    "content_type,said",
+    [
+        ("application/gzip", "an HTML page (labelled application/gzip), not a gzip"),
+        ("text/html; charset=utf-8", "an HTML page, not a gzip"),
+        ("application/octet-stream", "an HTML page, not a gzip"),
+    ],
+)
+def test_a_page_is_described_by_its_bytes_and_a_contrary_label_is_added(
+    server, tmp_path, content_type, said
+):
+    server.add("x.tar.gz", HTML, content_type=content_type)
+    with pytest.raises(PermanentError) as err:
+        download(server.url("x.tar.gz"), tmp_path, options=FAST)
+    assert f"the server sent {said} archive; kept as" in str(err.value)
 
 
 def test_truncated_archive_of_announced_size_is_permanent_then_rerun_succeeds(

@@ -30,7 +30,7 @@ MAY_IMPORT = {
     "sampledata": {"core", "sampledata"},
 }
 # Inside the core: the stages each part may import, lowest first (docs/ARCHITECTURE.md).
-BASE = {"errors", "layout", "atomic_files", "upstream"}
+BASE = {"errors", "layout", "atomic_files", "upstream", "timeouts"}
 CORE_MAY_IMPORT = {
     "storage": {"storage"},
     "pixels": {"pixels"},

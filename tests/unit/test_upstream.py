@@ -17,6 +17,7 @@ import pytest
 from google.api_core import exceptions as api_exc
 from helpers.gcs import UPLOAD, Rule
 from helpers.http_server import serve
+from helpers.hung import hung_endpoint, refused_port
 
 from imgbatch import upstream
 from imgbatch.acquire.download import WgetOptions, run_wget, wget_argv
@@ -79,6 +80,28 @@ def test_wget_keeping_a_larger_local_file_is_recognised(tmp_path: Path):
         argv = wget_argv(server.url("a.bin"), part, WgetOptions(tries=1, waitretry=0))
         assert run_wget(argv, lines.append) == 0
     assert sum(map(upstream.wget_kept_local_file, lines)) == 1, lines
+
+
+def wget_lines(url: str, tmp_path: Path, tries: int) -> list[str]:
+    """What real wget prints fetching `url` with `tries` tries and short timeouts."""
+    options = WgetOptions(tries=tries, waitretry=0, read_timeout=0.3, connect_timeout=1)
+    lines: list[str] = []
+    assert run_wget(wget_argv(url, tmp_path / "a.part", options), lines.append) == 4
+    return lines
+
+
+@pytest.mark.skipif(shutil.which("wget") is None, reason="wget is not installed")
+def test_wget_failed_tries_a_refusal_and_an_unknown_host_are_recognised(tmp_path: Path):
+    with hung_endpoint() as hung:
+        lines = wget_lines(f"{hung.url}/a", tmp_path, tries=2)
+    assert [upstream.wget_try_failed(line) for line in lines].count(True) == 1, lines
+    assert [upstream.wget_try_failed(line) for line in lines].count(False) == 1, lines
+    assert not any(map(upstream.wget_refused, lines))
+    refused = wget_lines(f"http://127.0.0.1:{refused_port()}/a", tmp_path, tries=3)
+    assert sum(map(upstream.wget_refused, refused)) == 1, refused
+    assert not any(map(upstream.wget_unresolved, refused))
+    unknown = wget_lines("http://archives.example.invalid/a", tmp_path, tries=3)
+    assert sum(map(upstream.wget_unresolved, unknown)) == 1, unknown
 
 
 @pytest.mark.parametrize(("message", "expected"), [(GCS_CRC32C_MESSAGE, True), ("Bad name", False)])
