@@ -6,9 +6,6 @@ import csv
 import os
 from dataclasses import dataclass
 
-import pyarrow as pa
-import pyarrow.csv as pcsv
-
 from imgbatch.errors import UsageError
 
 HEADER_BYTES = 1 << 16
@@ -49,6 +46,9 @@ def read_paths(csv_path: str, column: str) -> list[str]:
 
     pyarrow reads it (the Parquet engine already): faster than pandas on a large CSV, and its
     errors name the line that does not parse (docs/decisions/csv-by-pyarrow.md)."""
+    import pyarrow as pa  # here: the CLI imports check_csv, and its --help must stay light
+    import pyarrow.csv as pcsv
+
     check_csv(csv_path, column)
     try:
         table = pcsv.read_csv(
@@ -75,7 +75,7 @@ def read_paths(csv_path: str, column: str) -> list[str]:
     return paths
 
 
-def _cause(csv_path: str, exc: pa.ArrowInvalid) -> str:
+def _cause(csv_path: str, exc: Exception) -> str:
     """pyarrow's reason with the line it is about (read again, on this error path only):
     the first line that is not UTF-8, or the first row whose field count is off."""
     with open(csv_path, "rb") as f:

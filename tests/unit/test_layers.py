@@ -153,7 +153,7 @@ def test_no_import_cycle_in_the_core():
     assert not cycles, cycles[0]
 
 
-def test_the_cli_modules_import_no_prefect_pandas_or_storage_client():
+def test_the_cli_modules_import_no_prefect_pandas_pyarrow_or_storage_client():
     modules = [
         m.name for m in pkgutil.iter_modules([str(REPO / "imgbatch" / "cli")], "imgbatch.cli.")
     ]
@@ -161,7 +161,7 @@ def test_the_cli_modules_import_no_prefect_pandas_or_storage_client():
     code = (
         "import importlib, sys\n"
         f"for m in {modules!r}: importlib.import_module(m)\n"
-        "heavy = ('prefect', 'pandas', 'google.cloud.storage')\n"
+        "heavy = ('prefect', 'pandas', 'pyarrow', 'google.cloud.storage')\n"
         "print(sorted(k for k in sys.modules if k in heavy))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
