@@ -17,14 +17,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from PIL import ImageFile
+
 from imgbatch.compute import parallel
 from imgbatch.compute.partition import PartitionSettings, run_partition
-from imgbatch.errors import PermanentError
+from imgbatch.errors import PermanentError, UsageError
 from imgbatch.output.assemble import assemble
 from imgbatch.output.ownership import claim_output, dataset_identity
 from imgbatch.output.shards import split_done
 from imgbatch.params import PreprocessParams
-from imgbatch.pixels.images import check_decoder_settings
+from imgbatch.pixels.images import TRUNCATED_ON
 from imgbatch.pixels.spec import ImageSpec
 from imgbatch.plan.images_found import check_found
 from imgbatch.plan.run_plan import PartitionPlan, Plan, make_plan
@@ -129,6 +131,13 @@ class PreprocessRun:
         chosen = set(self.params.partitions)
         rest = [p for p in self.plan.partitions if p.id not in chosen]
         return [p.id for p in split_done(self.params.out, rest)[0]]
+
+
+def check_decoder_settings() -> None:
+    """Refuse at once, in one line, rather than flag every row `error`: a notebook that set
+    PIL's LOAD_TRUNCATED_IMAGES would otherwise get a dataset of errors."""
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise UsageError(f"{TRUNCATED_ON}: set it to False before the run")
 
 
 @contextmanager

@@ -24,7 +24,6 @@ import numpy as np
 import PIL
 from PIL import Image, ImageFile, UnidentifiedImageError, features
 
-from imgbatch.errors import UsageError
 from imgbatch.pixels import png
 from imgbatch.pixels.spec import ImageSpec
 
@@ -50,13 +49,6 @@ TRUNCATED_ON = (
 )
 log = logging.getLogger(__name__)
 _check_lock = threading.Lock()
-
-
-def check_decoder_settings() -> None:
-    """Before a run: refuse at once, in one line, rather than flag every row `error` (a
-    notebook that set PIL's LOAD_TRUNCATED_IMAGES would otherwise get a dataset of errors)."""
-    if ImageFile.LOAD_TRUNCATED_IMAGES:
-        raise UsageError(f"{TRUNCATED_ON}: set it to False before the run")
 
 
 _fast_verified: bool | None = None  # this process's self-check: None until it has run
