@@ -19,6 +19,7 @@ from prefect.states import Completed, Failed, State
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
+from imgbatch.errors import TransientError
 from imgbatch.params import PreprocessParams
 from imgbatch.pipeline import PreprocessRun, preprocess_run
 from imgbatch.plan.run_plan import PartitionPlan
@@ -87,10 +88,7 @@ def run_partitions(run: PreprocessRun) -> tuple[list[dict], dict[int, str]]:
         terminal_bar(run.total, len(run.done)) as bar,
         partition_runner(params) as runner,
     ):
-        futures = {
-            runner.submit(task, {"part": p, "settings": run.settings, "limit": limit}): p
-            for p in run.todo
-        }
+        futures = submit_all(runner, task, run, limit)
         for fut in as_completed(list(futures)):
             fut.wait()
             state = fut.state
@@ -101,6 +99,23 @@ def run_partitions(run: PreprocessRun) -> tuple[list[dict], dict[int, str]]:
             progress.advance(state.is_completed())
             bar.advance()
     return computed, failures
+
+
+def submit_all(runner: TaskRunner, task, run: PreprocessRun, limit) -> dict:
+    """One future per partition still to do. On Dask the first submit connects to the
+    scheduler: an address nobody answers at is the user's to fix, said in one line."""
+    try:
+        return {
+            runner.submit(task, {"part": p, "settings": run.settings, "limit": limit}): p
+            for p in run.todo
+        }
+    except OSError as exc:
+        if not run.params.dask_address:
+            raise
+        raise TransientError(
+            f"cannot reach the Dask scheduler at --dask-address {run.params.dask_address} "
+            f"({exc}); check the address, or leave it out to run on this machine"
+        ) from None
 
 
 def reason(part: PartitionPlan, state: State) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 
 from imgbatch.errors import PermanentError, UsageError
@@ -34,8 +35,18 @@ def check_out(out: str) -> None:
     probe = out
     while not os.path.exists(probe):
         probe = os.path.dirname(probe) or "."
-    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+    if not os.path.isdir(probe) or not can_create_in(probe):
         raise UsageError(f"out {out!r} cannot be written ({probe!r} is not a writable folder)")
+
+
+def can_create_in(folder: str) -> bool:
+    """A folder can be made in `folder` (tried, then removed): permission bits are not enough
+    (root may write anywhere, yet not under /proc, nor on a read-only mount)."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".imgbatch-probe-", dir=folder))
+    except OSError:
+        return False
+    return True
 
 
 def check_dask(address: str | None) -> None:

@@ -13,7 +13,7 @@ import importlib
 import os
 import sys
 
-from imgbatch.cli import prefect_setup
+from imgbatch.cli import prefect_setup, terminal
 from imgbatch.errors import UsageError
 
 # Command name -> module with register(subparsers) and run(args) -> int.
@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         params = args.check(args)
         if not args.runs_flows:
             return int(args.run(args, params) or 0)
-        prefect_setup.prepare()
-        with prefect_setup.foreground_settings():
+        temporary = prefect_setup.prepare()
+        with prefect_setup.foreground_settings(), terminal.quiet_console(link=not temporary):
             return int(args.run(args, params) or 0)
     except prefect_setup.PrefectUnavailable as exc:
         print(f"imgbatch {args.command}: failed: {exc}", file=sys.stderr)

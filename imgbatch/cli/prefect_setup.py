@@ -40,10 +40,11 @@ RECORDER = {
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
 }
 OWNER = "IMGBATCH_OWNER_PID"  # inherited by every process the command starts
-TEMPORARY_NOTICE = (
+FIRST_USE_NOTICE = (
     "imgbatch: starting a temporary Prefect server (first use builds its database; "
     "for speed run `imgbatch server start`)"
 )
+DATABASE_URL = "PREFECT_SERVER_DATABASE_CONNECTION_URL"
 
 
 # Kept for the life of the command: each holds its watchdog's pipe open.
@@ -117,7 +118,8 @@ def one_start_at_a_time() -> Iterator[None]:
 def start_temporary_server() -> None:
     """A server for this command only: started, waited for, used, stopped at exit."""
     guard_with_watchdog()
-    print(TEMPORARY_NOTICE, file=sys.stderr)
+    if first_use():
+        print(FIRST_USE_NOTICE, file=sys.stderr)
     port = local_server.free_port()
     url = local_server.api_url(port)
     log = prefect_home() / "imgbatch-temporary-server.log"
@@ -135,6 +137,12 @@ def start_temporary_server() -> None:
             f"the temporary Prefect server {problem}; run `imgbatch server start` once (it "
             f"waits as long as needed), or raise {STARTUP_TIMEOUT}"
         )
+
+
+def first_use() -> bool:
+    """True when the profile's database does not exist yet (Prefect's default SQLite file in
+    PREFECT_HOME; a database the user configured is theirs, and already built)."""
+    return setting(DATABASE_URL) is None and not (prefect_home() / "prefect.db").exists()
 
 
 def import_prefect_meanwhile() -> None:
@@ -160,14 +168,16 @@ def guard_with_watchdog() -> None:
     )
 
 
-def prepare() -> None:
-    """Before a command runs a flow: defaults, then a reachable API (or PrefectUnavailable)."""
+def prepare() -> bool:
+    """Before a command runs a flow: defaults, then a reachable API (or PrefectUnavailable).
+    True when that API is a temporary server of this command (it serves no UI)."""
     set_defaults()
     api_url = setting("PREFECT_API_URL")
     if api_url:
         check_reachable(api_url)
-    else:
-        start_temporary_server()
+        return False
+    start_temporary_server()
+    return True
 
 
 def foreground_settings() -> AbstractContextManager:
