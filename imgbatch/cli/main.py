@@ -16,6 +16,8 @@ import sys
 from imgbatch.cli import prefect_setup, terminal
 from imgbatch.errors import UsageError
 
+INTERRUPTED = 130  # the shell's code for a command ended by SIGINT
+
 # Command name -> module with register(subparsers) and run(args) -> int.
 COMMANDS = {
     "preprocess": "imgbatch.cli.preprocess",
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             "it stopped",
             file=sys.stderr,
         )
-        return 130
+        return INTERRUPTED
 
 
 def entry_point() -> None:
@@ -80,13 +82,18 @@ def entry_point() -> None:
 
     Every other exit handler still runs first (Prefect flushes its events and logs, the
     temporary server is stopped); only the interpreter's own teardown of Prefect's modules
-    and threads, about 0.9 s per command, is skipped.
+    and threads, about 0.9 s per command, is skipped. After a Ctrl-C the command ends at
+    once: the partitions still in flight are abandoned (their threads would be joined first,
+    and the exit handlers wait for Prefect's queues); the watchdog stops the temporary server
+    and the decode processes, as it does when the command is killed.
     """
     code = [1]
     atexit.register(lambda: os._exit(code[0]))  # registered first, so it runs last
     code[0] = main()
     sys.stdout.flush()
     sys.stderr.flush()
+    if code[0] == INTERRUPTED:
+        os._exit(code[0])
     sys.exit(code[0])
 
 
