@@ -7,6 +7,7 @@ pandas, no storage client: a header read and a few stats.
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import os
 import tempfile
@@ -18,9 +19,20 @@ from imgbatch.plan.rows import check_csv
 from imgbatch.storage.urls import is_gcs_url
 
 
+def check_has_rows(path: str) -> None:
+    """The CSV has a row after its header (its header was checked by check_csv)."""
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        records = csv.reader(f)
+        next(records, None)
+        if not any(any(field.strip() for field in row) for row in records):
+            raise UsageError(f"CSV {path!r} has a header but no rows")
+
+
 def check_images_root(root: str) -> None:
-    """A local images root is a readable folder (a gs:// root is checked by its listing)."""
+    """A local images root is a readable folder; a gs:// root names a valid bucket (the rest
+    is checked by its listing)."""
     if is_gcs_url(root):
+        check_gcs_url(root)
         return
     if not os.path.isdir(root):
         raise UsageError(f"images root {root!r} is not a folder")
@@ -59,6 +71,7 @@ def check_preprocess(params: PreprocessParams) -> PreprocessParams:
     """Every file-system check of a preprocess run; the parameters with absolute paths."""
     params = params.absolute()
     check_csv(params.csv, params.column)
+    check_has_rows(params.csv)
     check_images_root(params.images)
     check_out(params.out)
     check_dask(params.dask_address)

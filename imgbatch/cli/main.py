@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import importlib
+import importlib.metadata
 import os
 import sys
 
@@ -38,11 +39,20 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def version() -> str:
+    """The installed package's version (its metadata: no import of the package's modules)."""
+    try:
+        return importlib.metadata.version("imgbatch")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="imgbatch",
         description="CSV + images -> one verified, row-aligned uint8 array, run as Prefect flows.",
     )
+    parser.add_argument("--version", action="version", version=f"imgbatch {version()}")
     parser.set_defaults(check=lambda args: None, runs_flows=True)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module in COMMANDS.items():
