@@ -129,3 +129,14 @@ def test_a_full_disk_is_one_line(make_dataset, small_disk, tmp_path, room_kib):
     )
     assert_one_line(proc, 1, "imgbatch preprocess: failed:", "no space left on device")
     assert seconds < 90
+
+
+def test_a_refused_or_unresolvable_download_is_one_line(tmp_path):
+    from imgbatch.cli.local_server import free_port
+
+    home = tmp_path / "home"
+    for url in (f"http://127.0.0.1:{free_port()}/a.tar.gz", "http://imgbatch.invalid/a.tar.gz"):
+        argv = ["download", url, "--dest", str(tmp_path / "dl"), "--tries", "1", "--retries", "0"]
+        proc, seconds = run(argv, home)
+        assert_one_line(proc, 1, "imgbatch download: failed:", url)
+        assert seconds < 60
