@@ -87,6 +87,14 @@ def main(argv: list[str] | None = None) -> int:
         return INTERRUPTED
 
 
+def release_pool_semaphores() -> None:
+    """Before an exit that skips the exit handlers: release the decode processes' semaphores
+    as multiprocessing's own handler would (its finalizers, priority 0 and up, without its
+    join of the workers), or its resource tracker reports them leaked after the last line."""
+    if "multiprocessing.util" in sys.modules:
+        sys.modules["multiprocessing.util"]._run_finalizers(0)
+
+
 def entry_point() -> None:
     """The `imgbatch` console script: exit as soon as the command is done.
 
@@ -103,6 +111,7 @@ def entry_point() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     if code[0] == INTERRUPTED:
+        release_pool_semaphores()
         os._exit(code[0])
     sys.exit(code[0])
 
