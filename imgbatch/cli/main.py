@@ -102,8 +102,8 @@ def entry_point() -> None:
     temporary server is stopped); only the interpreter's own teardown of Prefect's modules
     and threads, about 0.9 s per command, is skipped. After a Ctrl-C the command ends at
     once: the partitions still in flight are abandoned (their threads would be joined first,
-    and the exit handlers wait for Prefect's queues); the watchdog stops the temporary server
-    and the decode processes, as it does when the command is killed.
+    and the exit handlers wait for Prefect's queues): the temporary server is stopped first;
+    the watchdog stops the decode processes, as it does when the command is killed.
     """
     code = [1]
     atexit.register(lambda: os._exit(code[0]))  # registered first, so it runs last
@@ -112,6 +112,7 @@ def entry_point() -> None:
     sys.stderr.flush()
     if code[0] == INTERRUPTED:
         release_pool_semaphores()
+        prefect_setup.stop_temporary_server()
         os._exit(code[0])
     sys.exit(code[0])
 

@@ -51,6 +51,10 @@ DATABASE_URL = "PREFECT_SERVER_DATABASE_CONNECTION_URL"
 _WATCHDOGS: list[subprocess.Popen] = []
 
 
+# The temporary server of this command, if it started one.
+_TEMPORARY: list[int] = []
+
+
 class PrefectUnavailable(Exception):
     """No Prefect API can be reached; the message says why and what to do."""
 
@@ -126,9 +130,8 @@ def start_temporary_server() -> None:
     timeout = float(setting(STARTUP_TIMEOUT) or DEFAULT_STARTUP_TIMEOUT)
     with one_start_at_a_time():
         proc = local_server.spawn(port, log, ui=False)
-        # At exit our own kept-alive connections make its graceful shutdown wait; SQLite is
-        # crash-safe, so it gets a second, then SIGKILL.
-        atexit.register(local_server.stop_process, proc.pid, 1.0)
+        _TEMPORARY.append(proc.pid)
+        atexit.register(stop_temporary_server)
         os.environ["PREFECT_API_URL"] = url
         import_prefect_meanwhile()
         problem = local_server.wait_healthy(proc, url, timeout, log)
@@ -137,6 +140,14 @@ def start_temporary_server() -> None:
             f"the temporary Prefect server {problem}; run `imgbatch server start` once (it "
             f"waits as long as needed), or raise {STARTUP_TIMEOUT}"
         )
+
+
+def stop_temporary_server() -> None:
+    """Stop this command's temporary server, at exit or on Ctrl-C (before the command ends,
+    so it never outlives the command). Our own kept-alive connections make its graceful
+    shutdown wait; SQLite is crash-safe, so it gets a second, then SIGKILL."""
+    while _TEMPORARY:
+        local_server.stop_process(_TEMPORARY.pop(), 1.0)
 
 
 def first_use() -> bool:
