@@ -6,6 +6,9 @@ machine's threads, or on a Dask cluster when the parameters name one), publishes
 and the summary, and ends Failed (the others committed) when any partition failed.
 """
 
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+
 from imgbatch.flows.naming import named
 from imgbatch.flows.progress import completed_partitions_off_terminal, terminal_bar
 from imgbatch.flows.states import fails_cleanly, failure
@@ -19,6 +22,7 @@ from prefect.states import Completed, Failed, State
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
+from imgbatch.errors import TransientError
 from imgbatch.params import PreprocessParams
 from imgbatch.pipeline import PreprocessRun, preprocess_run
 from imgbatch.plan.run_plan import PartitionPlan
@@ -85,12 +89,9 @@ def run_partitions(run: PreprocessRun) -> tuple[list[dict], dict[int, str]]:
     with (
         completed_partitions_off_terminal(),
         terminal_bar(run.total, len(run.done)) as bar,
-        partition_runner(params) as runner,
+        abandoned_on_interrupt(partition_runner(params)) as runner,
     ):
-        futures = {
-            runner.submit(task, {"part": p, "settings": run.settings, "limit": limit}): p
-            for p in run.todo
-        }
+        futures = submit_all(runner, task, run, limit)
         for fut in as_completed(list(futures)):
             fut.wait()
             state = fut.state
@@ -101,6 +102,37 @@ def run_partitions(run: PreprocessRun) -> tuple[list[dict], dict[int, str]]:
             progress.advance(state.is_completed())
             bar.advance()
     return computed, failures
+
+
+@contextmanager
+def abandoned_on_interrupt(runner: TaskRunner) -> Iterator[TaskRunner]:
+    """`runner` for the block, left without its exit on Ctrl-C: that exit waits for every
+    partition in flight, seconds to minutes, while the command is about to end anyway (a
+    partition commits atomically or not at all, so abandoning one loses only its work)."""
+    with ExitStack() as stack:
+        stack.enter_context(runner)
+        try:
+            yield runner
+        except KeyboardInterrupt:
+            stack.pop_all()
+            raise
+
+
+def submit_all(runner: TaskRunner, task, run: PreprocessRun, limit) -> dict:
+    """One future per partition still to do. On Dask the first submit connects to the
+    scheduler: an address nobody answers at is the user's to fix, said in one line."""
+    try:
+        return {
+            runner.submit(task, {"part": p, "settings": run.settings, "limit": limit}): p
+            for p in run.todo
+        }
+    except OSError as exc:
+        if not run.params.dask_address:
+            raise
+        raise TransientError(
+            f"cannot reach the Dask scheduler at --dask-address {run.params.dask_address} "
+            f"({exc}); check the address, or leave it out to run on this machine"
+        ) from None
 
 
 def reason(part: PartitionPlan, state: State) -> str:

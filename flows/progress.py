@@ -50,10 +50,20 @@ def completed_partitions_off_terminal() -> Iterator[None]:
     process (README, "Run it on your own data"). Retries, warnings, failures and the flow's
     own lines still show; the bar counts the partitions.
     """
+    with console_filter(_NotCompletedTaskRuns()):
+        yield
+
+
+@contextmanager
+def console_filter(quiet: logging.Filter) -> Iterator[None]:
+    """`quiet` on each of Prefect's console handlers for the block (its API handler, the
+    UI's logs, is left alone)."""
+    import prefect.main  # noqa: F401  (sets up Prefect's logging, console handlers included)
     from prefect.logging.handlers import PrefectConsoleHandler
 
-    consoles = [h for h in logging.getLogger().handlers if isinstance(h, PrefectConsoleHandler)]
-    quiet = _NotCompletedTaskRuns()
+    loggers = [logging.getLogger(), *map(logging.getLogger, ("prefect", "prefect.flow_runs"))]
+    found = {id(h): h for lg in loggers for h in lg.handlers}
+    consoles = [h for h in found.values() if isinstance(h, PrefectConsoleHandler)]
     for handler in consoles:
         handler.addFilter(quiet)
     try:

@@ -62,10 +62,12 @@ class Params(BaseModel):
 def one_line(exc: ValidationError) -> str:
     """The first problem of a validation error, as `--field: what is wrong`."""
     err = exc.errors()[0]
-    field = ".".join(str(p) for p in err["loc"]) or "parameters"
+    field = ".".join(str(p) for p in err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown parameter"
+    if not field:  # a check of several fields: its message names the options to change
+        return msg
     return f"--{field.replace('_', '-')}: {msg}"
 
 

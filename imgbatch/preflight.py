@@ -7,8 +7,10 @@ pandas, no storage client: a header read and a few stats.
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 
 from imgbatch.errors import PermanentError, UsageError
@@ -17,9 +19,20 @@ from imgbatch.plan.rows import check_csv
 from imgbatch.storage.urls import is_gcs_url
 
 
+def check_has_rows(path: str) -> None:
+    """The CSV has a row after its header (its header was checked by check_csv)."""
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        records = csv.reader(f)
+        next(records, None)
+        if not any(any(field.strip() for field in row) for row in records):
+            raise UsageError(f"CSV {path!r} has a header but no rows")
+
+
 def check_images_root(root: str) -> None:
-    """A local images root is a readable folder (a gs:// root is checked by its listing)."""
+    """A local images root is a readable folder; a gs:// root names a valid bucket (the rest
+    is checked by its listing)."""
     if is_gcs_url(root):
+        check_gcs_url(root)
         return
     if not os.path.isdir(root):
         raise UsageError(f"images root {root!r} is not a folder")
@@ -34,8 +47,18 @@ def check_out(out: str) -> None:
     probe = out
     while not os.path.exists(probe):
         probe = os.path.dirname(probe) or "."
-    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+    if not os.path.isdir(probe) or not can_create_in(probe):
         raise UsageError(f"out {out!r} cannot be written ({probe!r} is not a writable folder)")
+
+
+def can_create_in(folder: str) -> bool:
+    """A folder can be made in `folder` (tried, then removed): permission bits are not enough
+    (root may write anywhere, yet not under /proc, nor on a read-only mount)."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".imgbatch-probe-", dir=folder))
+    except OSError:
+        return False
+    return True
 
 
 def check_dask(address: str | None) -> None:
@@ -48,6 +71,7 @@ def check_preprocess(params: PreprocessParams) -> PreprocessParams:
     """Every file-system check of a preprocess run; the parameters with absolute paths."""
     params = params.absolute()
     check_csv(params.csv, params.column)
+    check_has_rows(params.csv)
     check_images_root(params.images)
     check_out(params.out)
     check_dask(params.dask_address)

@@ -44,6 +44,12 @@ _WGET_UNRESOLVED = "unable to resolve host address"
 # Prefect: each task run logs "Finished in state Completed()" (at INFO) when it ends well.
 _PREFECT_TASK_COMPLETED = "Finished in state Completed("
 
+# Prefect: lines a flow or task run logs that repeat what a command's own last line says
+# ("Finished in state Failed('...')", "Crash detected! Execution was interrupted..."), and
+# the flow run's "View at http://.../runs/flow-run/..." link.
+_PREFECT_RUN_ENDED = ("Finished in state Failed(", "Finished in state Crashed(", "Crash detected!")
+_PREFECT_RUN_LINK = "View at "
+
 
 def pool_shut_down(exc: BaseException) -> bool:
     """True when a concurrent.futures pool refused work because it was shut down."""
@@ -94,3 +100,17 @@ def prefect_task_completed(record: logging.LogRecord) -> bool:
         and record.levelno < logging.WARNING
         and record.getMessage().startswith(_PREFECT_TASK_COMPLETED)
     )
+
+
+def _prefect_run_record(record: logging.LogRecord) -> bool:
+    return record.name.startswith(("prefect.flow_runs", "prefect.task_runs"))
+
+
+def prefect_run_ended_badly(record: logging.LogRecord) -> bool:
+    """True for Prefect's line saying a flow or task run ended Failed or Crashed."""
+    return _prefect_run_record(record) and record.getMessage().startswith(_PREFECT_RUN_ENDED)
+
+
+def prefect_run_link(record: logging.LogRecord) -> bool:
+    """True for Prefect's "View at <UI address>" line of a flow run."""
+    return _prefect_run_record(record) and record.getMessage().startswith(_PREFECT_RUN_LINK)

@@ -9,7 +9,7 @@ import pytest
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 # Fixtures of the real components, one way for every test folder.
-pytest_plugins = ["helpers.gcs"]
+pytest_plugins = ["helpers.gcs", "helpers.disks"]
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from imgbatch.cli.terminal import drain_events
 from imgbatch.errors import UsageError
 
 
@@ -14,6 +15,7 @@ def failed(command: str, state) -> int:
     from imgbatch.flows.states import failure
 
     text, exc = failure(state)
+    drain_events()
     if isinstance(exc, UsageError):
         print(f"imgbatch {command}: error: {text}", file=sys.stderr)
         return 2
@@ -25,6 +27,7 @@ def report(command: str, state, show: Callable[[Any], None]) -> int:
     """Exit 0 after `show(result)` for a completed run; else the failure line (exit 1 or 2)."""
     if not state.is_completed():
         return failed(command, state)
+    drain_events()
     show(state.result())
     return 0
 

@@ -41,14 +41,19 @@ RECORDER = {
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
 }
 OWNER = "IMGBATCH_OWNER_PID"  # inherited by every process the command starts
-TEMPORARY_NOTICE = (
+FIRST_USE_NOTICE = (
     "imgbatch: starting a temporary Prefect server (first use builds its database; "
     "for speed run `imgbatch server start`)"
 )
+DATABASE_URL = "PREFECT_SERVER_DATABASE_CONNECTION_URL"
 
 
 # Kept for the life of the command: each holds its watchdog's pipe open.
 _WATCHDOGS: list[subprocess.Popen] = []
+
+
+# The temporary server of this command, if it started one.
+_TEMPORARY: list[int] = []
 
 
 class PrefectUnavailable(Exception):
@@ -118,16 +123,16 @@ def one_start_at_a_time() -> Iterator[None]:
 def start_temporary_server() -> None:
     """A server for this command only: started, waited for, used, stopped at exit."""
     guard_with_watchdog()
-    print(TEMPORARY_NOTICE, file=sys.stderr)
+    if first_use():
+        print(FIRST_USE_NOTICE, file=sys.stderr)
     port = local_server.free_port()
     url = local_server.api_url(port)
     log = prefect_home() / "imgbatch-temporary-server.log"
     timeout = float(setting(STARTUP_TIMEOUT) or DEFAULT_STARTUP_TIMEOUT)
     with one_start_at_a_time():
         proc = local_server.spawn(port, log, ui=False)
-        # At exit our own kept-alive connections make its graceful shutdown wait; SQLite is
-        # crash-safe, so it gets a second, then SIGKILL.
-        atexit.register(local_server.stop_process, proc.pid, 1.0)
+        _TEMPORARY.append(proc.pid)
+        atexit.register(stop_temporary_server)
         os.environ["PREFECT_API_URL"] = url
         import_prefect_meanwhile()
         problem = local_server.wait_healthy(proc, url, timeout, log)
@@ -136,6 +141,20 @@ def start_temporary_server() -> None:
             f"the temporary Prefect server {problem}; run `imgbatch server start` once (it "
             f"waits as long as needed), or raise {STARTUP_TIMEOUT}"
         )
+
+
+def stop_temporary_server() -> None:
+    """Stop this command's temporary server, at exit or on Ctrl-C (before the command ends,
+    so it never outlives the command). Our own kept-alive connections make its graceful
+    shutdown wait; SQLite is crash-safe, so it gets a second, then SIGKILL."""
+    while _TEMPORARY:
+        local_server.stop_process(_TEMPORARY.pop(), 1.0)
+
+
+def first_use() -> bool:
+    """True when the profile's database does not exist yet (Prefect's default SQLite file in
+    PREFECT_HOME; a database the user configured is theirs, and already built)."""
+    return setting(DATABASE_URL) is None and not (prefect_home() / "prefect.db").exists()
 
 
 def import_prefect_meanwhile() -> None:
@@ -161,14 +180,16 @@ def guard_with_watchdog() -> None:
     )
 
 
-def prepare() -> None:
-    """Before a command runs a flow: defaults, then a reachable API (or PrefectUnavailable)."""
+def prepare() -> bool:
+    """Before a command runs a flow: defaults, then a reachable API (or PrefectUnavailable).
+    True when that API is a temporary server of this command (it serves no UI)."""
     set_defaults()
     api_url = setting("PREFECT_API_URL")
     if api_url:
         check_reachable(api_url)
-    else:
-        start_temporary_server()
+        return False
+    start_temporary_server()
+    return True
 
 
 def foreground_settings() -> AbstractContextManager:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import multiprocessing
 import os
+import signal
 import threading
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Literal
@@ -58,13 +59,19 @@ def resolve(kind: str, workers: int | None) -> tuple[str, int]:
     return kind, n
 
 
+def ignore_interrupts() -> None:
+    """In a pool process: a Ctrl-C at the terminal reaches the whole process group, and the
+    command, not its workers, decides what stops (the command abandons them)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _get(kind: str, n: int) -> Executor:
     with _lock:
         pool = _pools.get((kind, n))
         if pool is None:
             if kind in ("processes", "fetch"):
                 ctx = multiprocessing.get_context("forkserver")
-                pool = ProcessPoolExecutor(n, mp_context=ctx)
+                pool = ProcessPoolExecutor(n, mp_context=ctx, initializer=ignore_interrupts)
             else:
                 pool = ThreadPoolExecutor(n, thread_name_prefix=f"imgbatch-{kind}")
             _pools[(kind, n)] = pool

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
 
-from imgbatch.atomic_files import LockBusy, exclusive_lock
+from imgbatch.atomic_files import LockBusy, described_write_errors, exclusive_lock
 from imgbatch.errors import UsageError
 from imgbatch.layout import LOCK_NAME
 
@@ -57,8 +57,9 @@ def output_lock(out: str, label: str, wait: float = 0) -> Iterator[dict]:
         }
         # Not fsynced: the record only names the holder to a second run (a crashed holder's
         # lock is free anyway), and an fsync can wait seconds behind other files' writeback.
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        with described_write_errors(os.path.join(out, LOCK_NAME)):  # e.g. a full disk
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(holder).encode(), 0)
         try:
             yield holder
         finally:

@@ -14,6 +14,7 @@ from pathlib import PurePosixPath
 
 from imgbatch.errors import PermanentError
 from imgbatch.plan.run_plan import Plan
+from imgbatch.storage.relpath import InvalidPath, clean_relative
 from imgbatch.storage.urls import is_gcs_url
 
 
@@ -29,10 +30,23 @@ def check_found(plan: Plan, root: str, min_found: float) -> None:
         f"only {plan.found} of {plan.n_rows} images named by the CSV exist under {root} "
         f"(need {min_found:.0%}); first missing: {plan.first_missing}"
     )
-    hint = None if is_gcs_url(root) else locate(root, plan.first_missing or "")
+    hint = refused(plan.first_missing or "")
+    if hint is None and not is_gcs_url(root):
+        hint = locate(root, plan.first_missing or "")
     if hint:
         line += f"; {hint}"
     raise ImagesNotFound(line)
+
+
+def refused(rel: str) -> str | None:
+    """Why a row path is never read (absolute, or climbing out of the root), as a hint."""
+    try:
+        clean_relative(rel)
+    except InvalidPath:
+        absolute = rel.strip().replace("\\", "/").startswith("/")
+        what = "absolute paths" if absolute else "paths that leave the images root"
+        return f"{what} are refused: the CSV's paths must be relative to the images root"
+    return None
 
 
 def locate(root: str, rel: str) -> str | None:

@@ -5,8 +5,6 @@ completes. Needs root to mount the tmpfs; skipped with the reason elsewhere."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,20 +15,6 @@ from imgbatch.output.verify import verify_output
 from imgbatch.params import PreprocessParams
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    """A 2 MiB tmpfs at tmp_path/disk, unmounted afterwards."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)])
-    if done.returncode != 0:
-        pytest.skip("mount -t tmpfs is not permitted here")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 def latest_table(out: Path) -> list[dict]:

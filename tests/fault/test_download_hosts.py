@@ -70,17 +70,9 @@ def runs(tmp_path_factory) -> dict[str, tuple[Finished, str]]:
     return {name: (run.wait(BOUND + 60), cases[name][1]) for name, run in started.items()}
 
 
-NO_RETRIES_TRACEBACK = pytest.mark.xfail(
-    strict=True,
-    reason="with --retries 0 Prefect's task engine logs every task failure with its traceback "
-    "(handle_retry, retries >= task.retries); dropping it is the terminal side's part of "
-    "issue 21 (imgbatch/cli): remove this mark when it lands",
-)
-
-
 @pytest.mark.parametrize(
     "case",
-    ["refused", pytest.param("refused, no retries", marks=NO_RETRIES_TRACEBACK), "unresolvable"],
+    ["refused", "refused, no retries", "unresolvable"],
 )
 def test_a_wrong_download_host_ends_the_command_within_a_minute_in_one_line(runs, case):
     got, expected = runs[case]

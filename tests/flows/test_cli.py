@@ -156,3 +156,51 @@ def test_completed_partitions_are_logged_in_the_ui_not_on_the_terminal(make_data
         logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[runs[0].id])))
     in_ui = [log.message for log in logs]
     assert in_ui.count("Finished in state Completed()") == 5  # 3 partitions, plan, assemble
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("imgbatch preprocess: error:"), err
+    return err
+
+
+def test_a_header_only_csv_and_a_bad_bucket_fail_before_prefect_starts(
+    make_dataset, tmp_path, capsys
+):
+    csv, root, _ = make_dataset(2)
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("id,image_path,label\n\n")
+    assert main(args_for(str(header_only), root, tmp_path / "out")) == 2
+    assert "has a header but no rows" in one_error_line(capsys)
+    assert main(args_for(csv, "gs://Not_A_Bucket!/images", tmp_path / "out")) == 2
+    assert "'Not_A_Bucket!' is not a valid bucket name" in one_error_line(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_memory_limit_names_the_options_to_change(make_dataset, tmp_path, capsys):
+    csv, root, _ = make_dataset(2)
+    assert main(args_for(csv, root, tmp_path / "out", "--size", "2048")) == 2
+    err = one_error_line(capsys)
+    assert "--parameters" not in err and err.endswith("lower --size or --partition-size")
+
+
+def test_version_prints_the_package_version_without_prefect():
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    code = "import sys\nfrom imgbatch.cli.main import main\nmain(['--version'])\n"
+    code += "print('prefect' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.splitlines() == [f"imgbatch {version('imgbatch')}", "False"], proc.stderr
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_absolute_paths_in_the_csv_are_said_to_be_refused(make_dataset, tmp_path, capsys):
+    _, root, paths = make_dataset(3)
+    csv = tmp_path / "absolute.csv"
+    csv.write_text("image_path\n" + "".join(f"{root}/{p}\n" for p in paths))
+    assert main(args_for(str(csv), root, tmp_path / "out")) == 1
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("imgbatch")]
+    assert len(err) == 1 and "absolute paths are refused" in err[0], err
+    assert "relative to the images root" in err[0]
