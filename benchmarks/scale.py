@@ -45,7 +45,6 @@ LAYOUTS = (1000, 100)  # rows per partition: 50 partitions, then 500
 def flow_child(csv: str, images: str, out: str, partition_size: str) -> None:
     """preprocess_images in this process; prints its partition phase (wall and CPU seconds)."""
     from imgbatch.flows.preprocess import preprocess_images
-
     from imgbatch.params import PreprocessParams
 
     params = PreprocessParams(csv=csv, images=images, out=out, partition_size=int(partition_size))

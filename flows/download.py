@@ -4,18 +4,18 @@ Orchestration only: check every argument, map one download task per URL (and one
 task per downloaded archive), end Failed naming every URL that failed and why.
 """
 
-from imgbatch.flows.naming import named
-from imgbatch.flows.states import fails_cleanly, failure
-from imgbatch.tasks.download import DOWNLOAD_LIMIT, download_archive, extract_downloaded
-from imgbatch.tasks.limits import existing_limit
 from prefect import flow, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from imgbatch.acquire.download import WgetOptions
 from imgbatch.errors import PermanentError, TransientError, is_retryable
+from imgbatch.flows.naming import named
+from imgbatch.flows.states import fails_cleanly, failure
 from imgbatch.params import DownloadParams
 from imgbatch.preflight import check_download
+from imgbatch.tasks.download import DOWNLOAD_LIMIT, download_archive, extract_downloaded
+from imgbatch.tasks.limits import existing_limit
 
 
 @flow(name="download-archives", flow_run_name=named("download", "dest"))

@@ -8,14 +8,14 @@ a Retry of a failed run redoes only what did not finish.
 
 import os
 
+from prefect import flow
+from prefect.states import Completed, State
+
 from imgbatch.flows.download import download_archives
 from imgbatch.flows.naming import named
 from imgbatch.flows.preprocess import preprocess_images
 from imgbatch.flows.states import fails_cleanly
 from imgbatch.flows.upload import upload_tree
-from prefect import flow
-from prefect.states import Completed, State
-
 from imgbatch.params import PrepareParams, UploadParams
 from imgbatch.preflight import check_prepare
 

@@ -9,12 +9,6 @@ and the summary, and ends Failed (the others committed) when any partition faile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
-from imgbatch.flows.naming import named
-from imgbatch.flows.progress import completed_partitions_off_terminal, terminal_bar
-from imgbatch.flows.states import fails_cleanly, failure
-from imgbatch.tasks.limits import existing_limit
-from imgbatch.tasks.preprocess import assemble_outputs, plan_run, preprocess_partition
-from imgbatch.tasks.report import ProgressArtifact, publish_summary
 from prefect import flow
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
@@ -23,9 +17,15 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from imgbatch.errors import TransientError
+from imgbatch.flows.naming import named
+from imgbatch.flows.progress import completed_partitions_off_terminal, terminal_bar
+from imgbatch.flows.states import fails_cleanly, failure
 from imgbatch.params import PreprocessParams
 from imgbatch.pipeline import PreprocessRun, preprocess_run
 from imgbatch.plan.run_plan import PartitionPlan
+from imgbatch.tasks.limits import existing_limit
+from imgbatch.tasks.preprocess import assemble_outputs, plan_run, preprocess_partition
+from imgbatch.tasks.report import ProgressArtifact, publish_summary
 
 # Partitions in flight at once; they share one decode pool, so this only keeps it fed.
 PARTITIONS_IN_FLIGHT = 8

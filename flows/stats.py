@@ -1,12 +1,12 @@
 """The image-stats flow: exact per-channel mean/std of OUT/images.npy into run.json."""
 
-from imgbatch.flows.naming import named
-from imgbatch.flows.states import fails_cleanly
-from imgbatch.tasks.stats import compute_stats
 from prefect import flow
 
+from imgbatch.flows.naming import named
+from imgbatch.flows.states import fails_cleanly
 from imgbatch.output.writer_lock import output_lock
 from imgbatch.params import StatsParams
+from imgbatch.tasks.stats import compute_stats
 
 
 @flow(name="image-stats", flow_run_name=named("stats", "out"))

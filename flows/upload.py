@@ -4,16 +4,16 @@ One listing of the destination, only missing or different files are sent, every 
 checked by crc32c. A rerun with nothing to do costs that one listing.
 """
 
-from imgbatch.flows.naming import named
-from imgbatch.flows.states import fails_cleanly
-from imgbatch.tasks.limits import existing_limit
-from imgbatch.tasks.upload import upload_files
 from prefect import flow
 from prefect.tasks import exponential_backoff
 
 from imgbatch.acquire.upload import check_upload_args
+from imgbatch.flows.naming import named
+from imgbatch.flows.states import fails_cleanly
 from imgbatch.params import UploadParams
 from imgbatch.storage.gcs_client import RetryPolicy
+from imgbatch.tasks.limits import existing_limit
+from imgbatch.tasks.upload import upload_files
 
 # A Prefect global concurrency limit of this name, when it exists, caps how many uploads run
 # at once across all flow runs (each holds one slot): `prefect gcl create imgbatch-upload -l 1`.

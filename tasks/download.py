@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from imgbatch.tasks.limits import slot
-from imgbatch.tasks.retry import retry_options
 from prefect import get_run_logger, task
 
 from imgbatch.acquire.download import WgetOptions, download
 from imgbatch.acquire.extract import extract_archive
+from imgbatch.tasks.limits import slot
+from imgbatch.tasks.retry import retry_options
 
 PROGRESS_SECONDS = 10.0
 # A Prefect global concurrency limit of this name, when it exists, caps downloads across all

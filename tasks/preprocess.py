@@ -8,8 +8,6 @@ calls, for every run of a tagged task): a task run costs only its state changes.
 
 from __future__ import annotations
 
-from imgbatch.tasks.limits import slot
-from imgbatch.tasks.retry import retry_options
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -19,6 +17,8 @@ from imgbatch.pipeline import assemble_outputs as assemble_step
 from imgbatch.pipeline import plan_rows
 from imgbatch.pixels.spec import ImageSpec
 from imgbatch.plan.run_plan import PartitionPlan, Plan
+from imgbatch.tasks.limits import slot
+from imgbatch.tasks.retry import retry_options
 
 
 @task(name="plan", cache_policy=NO_CACHE, **retry_options(3, 2.0))

@@ -14,7 +14,6 @@ import os
 import re
 from collections import Counter
 
-from imgbatch.tasks.progress import ThrottledProgress
 from prefect.artifacts import (
     create_markdown_artifact,
     create_table_artifact,
@@ -24,6 +23,7 @@ from prefect.runtime import flow_run
 from imgbatch.layout import PREVIEW
 from imgbatch.output.preview import preview_jpeg
 from imgbatch.output.shards import failed_rows
+from imgbatch.tasks.progress import ThrottledProgress
 
 PROGRESS_SECONDS = 2.0
 

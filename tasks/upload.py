@@ -7,14 +7,14 @@ progress artifact, the outcome to a markdown summary and a table of failed objec
 
 from __future__ import annotations
 
-from imgbatch.tasks.limits import slot
-from imgbatch.tasks.progress import ThrottledProgress
-from imgbatch.tasks.retry import retry_options
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from imgbatch.acquire.upload import UploadProgress, UploadReport, sync_tree
 from imgbatch.storage.gcs_client import RetryPolicy, gs_url
+from imgbatch.tasks.limits import slot
+from imgbatch.tasks.progress import ThrottledProgress
+from imgbatch.tasks.retry import retry_options
 
 SUMMARY_KEY = "imgbatch-upload-summary"
 FAILED_KEY = "imgbatch-upload-failures"

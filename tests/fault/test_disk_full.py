@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
-from imgbatch.flows.preprocess import preprocess_images
-from imgbatch.tasks.report import artifact_key
 
+from imgbatch.flows.preprocess import preprocess_images
 from imgbatch.output.verify import verify_output
 from imgbatch.params import PreprocessParams
+from imgbatch.tasks.report import artifact_key
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

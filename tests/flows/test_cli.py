@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 
-import imgbatch.tasks.preprocess
 import numpy as np
 import pytest
 
+import imgbatch.tasks.preprocess
 from imgbatch.cli.main import main
 from imgbatch.errors import PermanentError
 

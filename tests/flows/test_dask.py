@@ -9,8 +9,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from imgbatch.flows.preprocess import preprocess_images
 
+from imgbatch.flows.preprocess import preprocess_images
 from imgbatch.layout import SHARDS_DIR
 from imgbatch.params import PreprocessParams
 

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 from helpers.http_server import serve
-from imgbatch.flows.download import download_archives
-from imgbatch.tasks.download import DOWNLOAD_LIMIT
 from prefect import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
@@ -20,8 +18,10 @@ from prefect.logging.handlers import APILogHandler
 
 from imgbatch.cli.main import main
 from imgbatch.errors import PermanentError
+from imgbatch.flows.download import download_archives
 from imgbatch.params import DownloadParams
 from imgbatch.sampledata.samples import write_tree
+from imgbatch.tasks.download import DOWNLOAD_LIMIT
 
 FAST = {"tries": 2, "waitretry": 0, "read_timeout": 1, "retry_delay_seconds": 0.2}
 

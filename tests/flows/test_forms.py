@@ -6,9 +6,9 @@ from __future__ import annotations
 import importlib
 
 import pytest
-from imgbatch.deployments.serve import FLOWS
 
 from imgbatch.cli.main import build_parser
+from imgbatch.deployments.serve import FLOWS
 
 
 def flow_schema(module: str, attr: str) -> dict:

@@ -12,8 +12,8 @@ from helpers.archives import category_archives
 from helpers.deployments import deployment, final_run, press_retry, serving, tail
 from helpers.gcs import UPLOAD, Rule
 from helpers.http_server import serve
-from imgbatch.flows.prepare import prepare_dataset
 
+from imgbatch.flows.prepare import prepare_dataset
 from imgbatch.params import PrepareParams
 
 pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.timeout(300)]

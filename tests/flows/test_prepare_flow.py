@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from helpers.archives import category_archives
 from helpers.http_server import serve
+
 from imgbatch.flows.prepare import prepare_dataset
 from imgbatch.flows.preprocess import preprocess_images
-
 from imgbatch.output.verify import verify_output
 from imgbatch.params import PrepareParams, PreprocessParams
 

@@ -10,20 +10,20 @@ import threading
 import time
 from pathlib import Path
 
-import imgbatch.tasks.preprocess
 import pandas as pd
 import pytest
-from imgbatch.flows.preprocess import CONCURRENCY_LIMIT, preprocess_images
-from imgbatch.tasks.report import artifact_key
 from PIL import Image
 from prefect import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter
 
+import imgbatch.tasks.preprocess
 from imgbatch.errors import PermanentError, TransientError
+from imgbatch.flows.preprocess import CONCURRENCY_LIMIT, preprocess_images
 from imgbatch.output.verify import verify_output
 from imgbatch.params import PreprocessParams
 from imgbatch.storage.base import LocalStorage
+from imgbatch.tasks.report import artifact_key
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -4,8 +4,9 @@ last step always shows, so the UI never ends at a stale figure."""
 from __future__ import annotations
 
 import pytest
-from imgbatch.tasks.progress import ThrottledProgress
 from prefect import flow, get_client
+
+from imgbatch.tasks.progress import ThrottledProgress
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -7,11 +7,11 @@ import errno
 from uuid import UUID
 
 import pytest
-from imgbatch.tasks.retry import retry_options
 from prefect import flow, get_client, task
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from imgbatch.errors import PermanentError, TransientError, UsageError, WriteError
+from imgbatch.tasks.retry import retry_options
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -9,8 +9,8 @@ from uuid import UUID
 
 import numpy as np
 import pytest
-from imgbatch.flows.preprocess import preprocess_images
 
+from imgbatch.flows.preprocess import preprocess_images
 from imgbatch.layout import SHARDS_DIR
 from imgbatch.output.verify import verify_output
 from imgbatch.params import PreprocessParams

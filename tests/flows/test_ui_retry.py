@@ -21,10 +21,10 @@ import pandas as pd
 import pytest
 from helpers.deployments import REPO, final_run, press_retry, serving, tail, wait_for, wait_idle
 from helpers.deployments import deployment as wait_deployment
-from imgbatch.tasks.report import artifact_key
 
 from imgbatch.params import PreprocessParams
 from imgbatch.sampledata.samples import write_csv, write_tree
+from imgbatch.tasks.report import artifact_key
 
 DEPLOYMENT = "preprocess-images/preprocess"
 N_ROWS, PARTITION_SIZE, BAD = 40, 10, 2
@@ -121,9 +121,10 @@ def failed_partitions_table(client, run_id: UUID, out: Path, attempts: int) -> l
 def test_ui_retry_recomputes_only_the_failed_partition(
     served: tuple[subprocess.Popen, Path], dataset: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    from imgbatch.flows.preprocess import preprocess_images
     from prefect import get_client
     from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+    from imgbatch.flows.preprocess import preprocess_images
 
     proc, log = served
     csv, images = dataset
@@ -221,8 +222,9 @@ def test_deployment_configs_match_the_flows() -> None:
     what the UI-retry test's serve path stands in for; this keeps the YAML from rotting.)
     """
     import yaml
-    from imgbatch.deployments.serve import PREPROCESS_DEPLOYMENT, build_deployments
     from prefect.flows import load_flow_from_entrypoint
+
+    from imgbatch.deployments.serve import PREPROCESS_DEPLOYMENT, build_deployments
 
     config = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
     assert config["deployments"], "no deployments in prefect.yaml"
