@@ -76,12 +76,13 @@ def _pixel_code() -> bytes:
     )
 
 
-def code_version() -> str:
+def code_version(libraries: dict | None = None) -> str:
     """Package version plus a hash of the pixel modules, the libraries that decide pixels
     and the fast-decode switch: new code, a library upgrade or a flipped switch, new shards.
-    Not cached: the switch is an environment variable, read when a plan is made."""
+    Not cached: the switch is an environment variable, read when a plan is made (a plan
+    passes the `pixel_libraries()` it read once)."""
     h = hashlib.sha256(_pixel_code())
-    h.update(json.dumps(pixel_libraries(), sort_keys=True).encode())
+    h.update(json.dumps(libraries or pixel_libraries(), sort_keys=True).encode())
     return f"{__version__}+{h.hexdigest()[:12]}"
 
 
@@ -98,11 +99,16 @@ def libraries_note(before: dict | None, now: dict) -> str:
 
 
 def fingerprint(
-    spec: ImageSpec, root: str, start: int, paths: list[str], identities: list[str | None]
+    code: str,
+    spec: ImageSpec,
+    root: str,
+    start: int,
+    paths: list[str],
+    identities: list[str | None],
 ) -> str:
     """Hash of code version, parameters and each row's source identity."""
     doc = {
-        "code": code_version(),
+        "code": code,
         "spec": spec.to_dict(),
         "root": root,
         "start": start,
@@ -126,13 +132,19 @@ def make_plan(
     if note:
         log.warning(note)
     _write_rows(plan_file, paths, identities, partition_size, libraries)
+    code = code_version(libraries)
     plans = [
         PartitionPlan(
             p.id,
             p.start,
             p.stop,
             fingerprint(
-                spec, storage.root, p.start, paths[p.start : p.stop], identities[p.start : p.stop]
+                code,
+                spec,
+                storage.root,
+                p.start,
+                paths[p.start : p.stop],
+                identities[p.start : p.stop],
             ),
         )
         for p in partitions(len(paths), partition_size)
