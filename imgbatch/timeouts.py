@@ -9,7 +9,9 @@ endpoint that has never answered this process is tried FIRST_CONTACT_TRIES times
 that accepts connections and stays silent (a hung proxy, a firewall that drops) is given
 up in FIRST_CONTACT_TRIES * READ_TIMEOUT plus the backoff between tries (about 95 s,
 under two minutes in all), with an error that is not retried again by the orchestrator. An
-endpoint that has answered before keeps the full retry budget: it is slow, not wrong.
+endpoint that has answered before keeps the full retry budget while anything it is asked
+still answers (slow, not wrong); once nothing has answered for as long as a first contact
+is given, it is taken as hung mid-run and given up the same way.
 """
 
 CONNECT_TIMEOUT = 10.0  # seconds to open a TCP connection (and a TLS handshake)

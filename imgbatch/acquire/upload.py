@@ -26,6 +26,8 @@ from google.api_core import exceptions as api_exc
 from imgbatch.errors import ImgbatchError, PermanentError, TransientError, UsageError
 from imgbatch.storage.gcs_client import (
     RetryPolicy,
+    call_endpoint,
+    endpoint,
     file_crc32c,
     gs_url,
     list_prefix,
@@ -33,7 +35,6 @@ from imgbatch.storage.gcs_client import (
     object_name,
     parse_gs_url,
     translate,
-    with_backoff,
 )
 from imgbatch.upstream import gcs_refused_checksum
 
@@ -239,7 +240,7 @@ def sync_file(
     sender = _Sender(bucket, f, crc, listed["generation"] if listed else 0, policy)
     uri = gs_url(bucket.name, f.name)
     try:
-        with_backoff(sender.attempt, f"uploading {uri}", policy)
+        call_endpoint(sender.attempt, f"uploading {uri}", policy, endpoint())
     except ImgbatchError as exc:
         permanent = isinstance(exc, PermanentError | UsageError)
         return FileOutcome(f.name, f.size, "failed", str(exc), sender.notes, permanent)

@@ -18,6 +18,7 @@ import functools
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, TypeVar
@@ -161,13 +162,13 @@ def timed_out(exc: BaseException | None) -> bool:
     return any(isinstance(e, TimeoutError | requests.Timeout) for e in _chain(exc))
 
 
-_reached: set[str] = set()  # endpoints that answered in this process
+_heard: dict[str, float] = {}  # endpoint -> when it last answered in this process (monotonic)
 _silent: dict[str, PermanentError] = {}  # endpoints given up on in this process
 
 
 def answered(url: str) -> None:
     """Note that the endpoint `url` answered (any HTTP status): it is no wrong address."""
-    _reached.add(url)
+    _heard[url] = time.monotonic()
 
 
 def _hint() -> str:
@@ -179,7 +180,7 @@ def _hint() -> str:
 def unreachable(exc: BaseException, url: str, tries: int, wait: float) -> PermanentError | None:
     """The one-line error for a first contact with `url` that failed (refused, or no answer
     within `wait` seconds on every one of `tries`), else None."""
-    if url in _reached:
+    if url in _heard:
         return None
     if refused(exc):
         return PermanentError(
@@ -193,26 +194,52 @@ def unreachable(exc: BaseException, url: str, tries: int, wait: float) -> Perman
     return None
 
 
+def stopped_answering(exc: BaseException, url: str, limit: float) -> PermanentError | None:
+    """The one-line error for an endpoint that answered before and has now been silent for
+    `limit` seconds (a timeout, and nothing else it was asked answered meanwhile), else None."""
+    heard = _heard.get(url)
+    if heard is None or not timed_out(exc):
+        return None
+    silent = time.monotonic() - heard
+    if silent < limit:
+        return None
+    return PermanentError(
+        f"the storage endpoint {url} stopped answering (nothing for {silent:.0f} s): "
+        f"{_hint()}; rerun once it answers, finished work is kept"
+    )
+
+
 def call_endpoint(fn: Callable[[], T], what: str, policy: RetryPolicy, url: str) -> T:
-    """with_backoff for a call to the endpoint `url`, bounded on a first contact.
+    """with_backoff for a call to the endpoint `url`, bounded however the endpoint fails.
 
     Until `url` has answered in this process, a timeout is tried FIRST_CONTACT_TRIES times
-    at most and a refusal once; either ends as one PermanentError naming the endpoint, and
-    every later call to it fails with that error at once (no thread waits again).
+    at most and a refusal once. After that, a timeout once the endpoint has been silent for
+    as long as a first contact is given (FIRST_CONTACT_TRIES read timeouts; no call from any
+    thread answered meanwhile) ends the retries: a hung endpoint mid-run, not a slow one.
+    Either ends as one PermanentError naming the endpoint, and every later call to it fails
+    with that error at once (no thread waits again).
     """
     if url in _silent:
         raise _silent[url]
-    first = url not in _reached
+    first = url not in _heard
     tries = min(policy.attempts, FIRST_CONTACT_TRIES) if first else policy.attempts
+    silence = FIRST_CONTACT_TRIES * policy.timeout
 
     def once() -> T:
+        if url in _silent:  # given up on by another thread while this one waited
+            raise _silent[url]
         try:
-            return fn()
+            result = fn()
         except TransientError as exc:
             wrong = unreachable(exc, url, tries, policy.timeout) if refused(exc) else None
             if first and wrong is not None:  # a wrong address: no retry
                 raise _give_up(url, wrong) from None
+            hung = None if first else stopped_answering(exc, url, silence)
+            if hung is not None:
+                raise _give_up(url, hung) from None
             raise
+        answered(url)
+        return result
 
     try:
         return with_backoff(once, what, replace(policy, attempts=tries))

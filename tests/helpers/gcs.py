@@ -59,7 +59,8 @@ class Rule:
 
     action: "status:503", "status:400:message", "reset" (no forward, RST), "reset_after"
     (forward, then RST: the response is lost), "corrupt" (flip one request body byte, then
-    forward), "corrupt_response" (flip one byte of the answer), "delay:SECONDS". `times`
+    forward), "corrupt_response" (flip one byte of the answer), "delay:SECONDS", "hang"
+    (no forward, no answer: the connection is held until the proxy stops). `times`
     caps injections (None: every match); `every` injects on every n-th match only.
     """
 
@@ -125,6 +126,7 @@ class FaultProxy:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()  # client connections, closed by stop()
+        self._stopping = threading.Event()  # releases the requests held by "hang"
         self._server = _QuietServer(("127.0.0.1", 0), _handler(self))
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(
@@ -174,6 +176,7 @@ class FaultProxy:
 
     def stop(self) -> None:
         """Stop listening and drop kept-alive connections: the port refuses, like a dead server."""
+        self._stopping.set()
         self._server.shutdown()
         self._server.server_close()
         self.drop_connections()
@@ -280,6 +283,9 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 js = json.dumps(err).encode()
                 return self._send(int(code), [("Content-Type", "application/json")], js)
             if action == "reset":
+                return self._reset()
+            if action == "hang":
+                proxy._stopping.wait()
                 return self._reset()
             if action and action.startswith("delay:"):
                 time.sleep(float(action.split(":", 1)[1]))
