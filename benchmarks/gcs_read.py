@@ -104,7 +104,7 @@ def partition_rate(
         computed, failures = run_here(run)
         wall, n = time.perf_counter() - t0, run.plan.n_rows
         c1, r1 = own_cpu(rig), rig_cpu(rig)
-        run.finish(computed, failures)
+        run.finish(lambda _: (computed, failures))
     if failures:
         raise RuntimeError(f"partitions failed: {failures}")
     return n / wall, (c1 - c0) * 1e3 / n, (r1 - r0) * 1e3 / n

@@ -48,7 +48,7 @@ def preprocess_images(params: PreprocessParams) -> State:
             print(run.recovered)
         if run.plan.note:  # e.g. finished shards recomputed: Pillow was upgraded
             print(run.plan.note)
-        outcome = run.finish(*run_partitions(run))
+        outcome = run.finish(run_partitions)
         publish_summary(
             run.params.out, outcome.results, outcome.failures, outcome.run, outcome.note
         )

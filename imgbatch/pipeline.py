@@ -22,7 +22,7 @@ from PIL import ImageFile
 from imgbatch.compute import parallel
 from imgbatch.compute.partition import PartitionSettings, run_partition
 from imgbatch.errors import PermanentError, UsageError
-from imgbatch.output.assemble import assemble
+from imgbatch.output.assemble import DamagedShard, assemble
 from imgbatch.output.ownership import claim_output, dataset_identity
 from imgbatch.output.shards import split_done
 from imgbatch.params import PreprocessParams
@@ -34,6 +34,8 @@ from imgbatch.preflight import check_preprocess
 from imgbatch.storage.base import open_storage
 
 log = logging.getLogger(__name__)
+# Computes a run's `todo` partitions: (their summaries, reasons of the failed by id).
+Compute = Callable[["PreprocessRun"], tuple[list[dict], dict[int, str]]]
 
 
 def plan_rows(params: PreprocessParams, spec: ImageSpec) -> Plan:
@@ -89,8 +91,28 @@ class PreprocessRun:
         """Partitions this run covers (to do and done)."""
         return len(self.todo) + len(self.done)
 
-    def finish(self, computed: list[dict], failures: dict[int, str]) -> RunOutcome:
-        """Failed when a partition failed; assembled when every partition is done."""
+    def finish(self, compute: Compute) -> RunOutcome:
+        """Compute the partitions to do with `compute` (the flow's tasks, or `run_here`), then
+        end the run: Failed when a partition failed, assembled when every one is done. A
+        committed shard found damaged while assembling is computed again at once (once per
+        partition), so the run that finds the damage also mends it."""
+        mended: set[int] = set()
+        while True:
+            computed, failures = compute(self)
+            try:
+                return self._conclude(computed, failures)
+            except DamagedShard as exc:
+                if exc.partition in mended:
+                    raise
+                mended.add(exc.partition)
+                log.warning(
+                    "%s of partition %d is damaged: computing it again", exc.what, exc.partition
+                )
+                kept = self.done + computed
+                self.done = [r for r in kept if r["partition"] != exc.partition]
+                self.todo = [p for p in self.plan.partitions if p.id == exc.partition]
+
+    def _conclude(self, computed: list[dict], failures: dict[int, str]) -> RunOutcome:
         seconds, cpu = time.perf_counter() - self._planned, time.process_time() - self._cpu
         log.info(
             "partitions: %.3f s, %.3f CPU s",
@@ -178,7 +200,7 @@ def preprocess(
     with preprocess_run(params, writer) as run:
         if run.recovered:
             print(run.recovered)
-        outcome = run.finish(*run_here(run))
+        outcome = run.finish(run_here)
     if outcome.failures:
         raise PartitionsFailed(outcome.note)
     return outcome

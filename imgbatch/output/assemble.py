@@ -34,6 +34,15 @@ class ShardError(PermanentError):
     """A shard is missing, stale or damaged: rerun to recompute it."""
 
 
+class DamagedShard(ShardError):
+    """A committed shard that failed its check while assembling; its done-marker is removed,
+    so computing `partition` again mends it (the run that found it does, at once)."""
+
+    def __init__(self, partition: int, what: str) -> None:
+        super().__init__(f"{what} of partition {partition} is damaged; rerun to recompute it")
+        self.partition, self.what = partition, what
+
+
 def done_records(out: str, parts: list[PartitionPlan]) -> dict[int, dict | None]:
     """Each partition's done-marker (None when not done for its fingerprint), read once."""
     return {p.id: shards.done_record(out, p.id, p.fingerprint) for p in parts}
@@ -168,7 +177,7 @@ def _verified_shard(out: str, p: PartitionPlan, record: dict, size: int) -> memo
         ok = False
     if not ok:
         shards.invalidate(out, p.id)
-        raise ShardError(f"shard of partition {p.id} is damaged; rerun to recompute it")
+        raise DamagedShard(p.id, "shard")
     return memoryview(np.ascontiguousarray(arr)).cast("B")
 
 
@@ -184,7 +193,7 @@ def _write_index(
             rows = table.column("row").to_numpy()
             if len(rows) != p.stop - p.start or rows[0] != p.start or rows[-1] != p.stop - 1:
                 shards.invalidate(out, p.id)
-                raise ShardError(f"index of partition {p.id} does not cover its rows")
+                raise DamagedShard(p.id, "index")
             counts.update(table.column("status").to_pylist())
             if writer is None:
                 writer = pq.ParquetWriter(path, table.schema)

@@ -41,9 +41,13 @@ def run_core(csv, root, out, rows=10, executor="threads", workers=2, order=None,
         workers=workers,
         **pixels,
     )
+
+    def compute(run):
+        parts = run.todo if order is None else [p for i in order for p in run.todo if p.id == i]
+        return [run_partition(p, run.settings) for p in parts], {}
+
     with preprocess_run(params, "test_pipeline") as run:
-        parts = run.todo if order is None else [run.plan.partitions[i] for i in order]
-        outcome = run.finish([run_partition(p, run.settings) for p in parts], {})
+        outcome = run.finish(compute)
     return run.plan, outcome.results, outcome.run
 
 
@@ -178,6 +182,23 @@ def test_damaged_shard_makes_assembly_refuse_then_rerun_recovers(make_dataset, t
     _, summaries, run2 = run_core(csv, root, out)
     assert [s["partition"] for s in summaries if s["computed"]] == [2]
     assert run2["images_sha256"] == run1["images_sha256"]
+
+
+def test_a_run_that_finds_damaged_shards_mends_them_itself(make_dataset, tmp_path):
+    csv, root, _ = make_dataset(30)
+    out = tmp_path / "out"
+    _, _, run1 = run_core(csv, root, out)
+    remove_outputs(out)
+    for pid in (0, 2):
+        npy = Path(shards.shard_paths(str(out), pid).npy)
+        data = bytearray(npy.read_bytes())
+        data[-5] ^= 0xFF
+        npy.write_bytes(bytes(data))
+    _, summaries, run2 = run_core(csv, root, out)  # one rerun: found, recomputed, assembled
+    assert [s["partition"] for s in summaries] == [0, 1, 2]
+    assert [s["partition"] for s in summaries if s["computed"]] == [0, 2]
+    assert run2["images_sha256"] == run1["images_sha256"]
+    assert sha(out / "images.npy") == run1["images_sha256"]
 
 
 def test_assembly_refuses_while_a_partition_is_not_done(make_dataset, tmp_path):
