@@ -2,7 +2,8 @@
 
 They run at each edge: in the CLI before Prefect is even imported (exit 2 at once), and as
 the first step of a flow, so a deployment run with a bad parameter fails in seconds. No
-pandas, no storage client: a header read and a few stats.
+pandas, no storage client: a header read and a few stats, and one TCP connection to a Dask
+scheduler named by the run (Dask itself would retry a refused address for 30 s).
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ from __future__ import annotations
 import csv
 import importlib.util
 import os
+import socket
 import tempfile
+import urllib.parse
 from pathlib import Path
 
 from imgbatch.errors import PermanentError, UsageError
 from imgbatch.params import DownloadParams, PrepareParams, PreprocessParams
 from imgbatch.plan.rows import check_csv
 from imgbatch.storage.urls import is_gcs_url
+from imgbatch.timeouts import CONNECT_TIMEOUT
 
 
 def check_has_rows(path: str) -> None:
@@ -61,10 +65,30 @@ def can_create_in(folder: str) -> bool:
     return True
 
 
+DASK_PORT = 8786  # a scheduler's port when the address names none, as in Dask
+
+
 def check_dask(address: str | None) -> None:
-    """A Dask address needs the prefect-dask extra (found, not imported: that takes seconds)."""
-    if address and importlib.util.find_spec("prefect_dask") is None:
+    """A Dask address needs the prefect-dask extra (found, not imported: that takes seconds)
+    and a scheduler that accepts a connection there within CONNECT_TIMEOUT."""
+    if not address:
+        return
+    if importlib.util.find_spec("prefect_dask") is None:
         raise UsageError("--dask-address needs prefect-dask: pip install 'imgbatch[dask]'")
+    url = urllib.parse.urlsplit(address if "://" in address else f"tcp://{address}")
+    if url.scheme not in ("tcp", "tls"):
+        return  # another transport (ucx, inproc): Dask's own connect says what is wrong
+    try:
+        where = (url.hostname, url.port or DASK_PORT)
+        socket.create_connection(where, timeout=CONNECT_TIMEOUT).close()
+    except (OSError, ValueError) as exc:
+        why = "connection refused" if isinstance(exc, ConnectionRefusedError) else str(exc)
+        if isinstance(exc, TimeoutError):
+            why = f"no answer within {CONNECT_TIMEOUT:g} s"
+        raise UsageError(
+            f"cannot reach the Dask scheduler at --dask-address {address} ({why}): check the "
+            "address, or leave it out to run on this machine"
+        ) from None
 
 
 def check_preprocess(params: PreprocessParams) -> PreprocessParams:
