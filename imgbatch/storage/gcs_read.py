@@ -13,6 +13,7 @@ the object's crc32c in `x-goog-hash`.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import gzip
 import http.client
@@ -135,9 +136,12 @@ def _auth_for(base: str) -> _Auth:
 
 class _ReadTimeout:
     """Connect (and TLS handshake) within CONNECT_TIMEOUT, then `read_timeout` per read:
-    http.client has one timeout for both."""
+    http.client has one timeout for both. Through an http proxy, `absolute` is the endpoint
+    every request path is prefixed with, and `proxy_headers` go with every request."""
 
     read_timeout: float
+    absolute: str = ""
+    proxy_headers: dict[str, str] | None = None
 
     def connect(self) -> None:
         super().connect()  # type: ignore[misc]  # with self.timeout = CONNECT_TIMEOUT
@@ -153,15 +157,50 @@ class _HTTPS(_ReadTimeout, http.client.HTTPSConnection):
 
 
 def _connect(base: str, timeout: float) -> http.client.HTTPConnection:
+    """A connection to `base`, through the proxy the environment names for it, as the storage
+    client's requests would choose it (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY): an
+    https endpoint through a CONNECT tunnel, an http one with absolute request URIs."""
     url = urllib.parse.urlsplit(base if "://" in base else f"http://{base}")
+    proxy = _proxy_for(url.geturl())
+    host, port = (proxy.hostname, proxy.port or 80) if proxy else (url.hostname, url.port)
     if url.scheme == "https":
-        conn: _HTTP | _HTTPS = _HTTPS(
-            url.hostname, url.port, timeout=CONNECT_TIMEOUT, context=ssl.create_default_context()
-        )
+        conn: _HTTP | _HTTPS = _HTTPS(host, port, timeout=CONNECT_TIMEOUT, context=_tls())
+        if proxy:
+            conn.set_tunnel(url.hostname, url.port, headers=_proxy_auth(proxy))
     else:
-        conn = _HTTP(url.hostname, url.port, timeout=CONNECT_TIMEOUT)
+        conn = _HTTP(host, port, timeout=CONNECT_TIMEOUT)
+        if proxy:
+            conn.absolute, conn.proxy_headers = url.geturl().rstrip("/"), _proxy_auth(proxy)
     conn.read_timeout = timeout
     return conn
+
+
+def _proxy_for(url: str) -> urllib.parse.SplitResult | None:
+    """The proxy requests would use for `url` under this environment, or None."""
+    from requests.utils import get_environ_proxies, select_proxy
+
+    proxy = select_proxy(url, get_environ_proxies(url))
+    return urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}") if proxy else None
+
+
+def _proxy_auth(proxy: urllib.parse.SplitResult) -> dict[str, str]:
+    """Basic Proxy-Authorization for a proxy URL that carries a user name."""
+    if proxy.username is None:
+        return {}
+    user = urllib.parse.unquote(proxy.username) + ":" + urllib.parse.unquote(proxy.password or "")
+    return {"Proxy-Authorization": "Basic " + base64.b64encode(user.encode()).decode()}
+
+
+def _tls() -> ssl.SSLContext:
+    """Certificates checked against the bundle requests would use (REQUESTS_CA_BUNDLE,
+    CURL_CA_BUNDLE, else certifi's), so a private CA trusted by the client is trusted here."""
+    from requests.utils import DEFAULT_CA_BUNDLE_PATH
+
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    bundle = bundle or DEFAULT_CA_BUNDLE_PATH
+    if os.path.isdir(bundle):
+        return ssl.create_default_context(capath=bundle)
+    return ssl.create_default_context(cafile=bundle)
 
 
 def _connection(base: str, timeout: float, fresh: bool) -> http.client.HTTPConnection:
@@ -193,15 +232,17 @@ def _exchange(base: str, path: str, headers: dict[str, str], timeout: float):
     reused = (os.getpid(), base, timeout) in _local.conns
     conn = _connection(base, timeout, fresh=False)
     try:
-        conn.request("GET", path, headers=headers)
-        r = conn.getresponse()
+        r = _get(conn, path, headers)
     except _STALE:
         if not reused:
             raise
-        conn = _connection(base, timeout, fresh=True)
-        conn.request("GET", path, headers=headers)
-        r = conn.getresponse()
+        r = _get(_connection(base, timeout, fresh=True), path, headers)
     return r.status, r.headers, r.read()
+
+
+def _get(conn, path: str, headers: dict[str, str]) -> http.client.HTTPResponse:
+    conn.request("GET", conn.absolute + path, headers={**headers, **(conn.proxy_headers or {})})
+    return conn.getresponse()
 
 
 def get_object(base: str, bucket: str, name: str, timeout: float) -> StoredObject:
