@@ -204,8 +204,8 @@ def stopped_answering(exc: BaseException, url: str, limit: float) -> PermanentEr
     if silent < limit:
         return None
     return PermanentError(
-        f"the storage endpoint {url} stopped answering (nothing for {silent:.0f} s): "
-        f"{_hint()}; rerun once it answers, finished work is kept"
+        f"the storage endpoint {url} stopped answering (nothing for {silent:.0f} s); "
+        "rerun once it answers, finished work is kept"
     )
 
 
