@@ -38,9 +38,15 @@ HEARTBEAT = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQ
 # batches of up to 100 (or each second) the server spends much less CPU per partition
 # (docs/decisions/batched-task-run-recorder.md; `python -m benchmarks.scale`, "server CPU s"),
 # and a task run shows in the UI within a second.
+# The event persister, likewise, commits every 20 events by default: a 1,000-partition run
+# made it commit several times a second, and on SQLite each commit during another request's
+# read-then-write makes that request fail with 503 (`python -m benchmarks.server_load`;
+# docs/decisions/postgres-for-concurrent-runs.md). Events reach the UI's feed within 5 s.
 RECORDER = {
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "1000",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "5",
 }
 OWNER = "IMGBATCH_OWNER_PID"  # inherited by every process the command starts
 FIRST_USE_NOTICE = (
