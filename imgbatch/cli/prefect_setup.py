@@ -9,8 +9,10 @@ its own session, waited for as long as PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_
 default 120 s), points this process at it, stops it when the command ends, and a watchdog
 (cli/watchdog.py) stops it if the command dies; Prefect is imported while that server
 starts. Help and argument errors never import Prefect: settings are read without it, from
-the environment, then the active profile in profiles.toml. A command's own flow run sends
-no heartbeat unless the user configured one (foreground_settings).
+every source Prefect 3 reads, in its order (the environment, then `.env`, `prefect.toml`
+and `pyproject.toml [tool.prefect]` in the working directory, then the active profile), so
+a setting the user made anywhere is found and never overridden. A command's own flow run
+sends no heartbeat unless the user configured one (foreground_settings).
 """
 
 from __future__ import annotations
@@ -36,9 +38,15 @@ HEARTBEAT = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQ
 # batches of up to 100 (or each second) the server spends much less CPU per partition
 # (docs/decisions/batched-task-run-recorder.md; `python -m benchmarks.scale`, "server CPU s"),
 # and a task run shows in the UI within a second.
+# The event persister, likewise, commits every 20 events by default: a 1,000-partition run
+# made it commit several times a second, and on SQLite each commit during another request's
+# read-then-write makes that request fail with 503 (`python -m benchmarks.server_load`;
+# docs/decisions/postgres-for-concurrent-runs.md). Events reach the UI's feed within 5 s.
 RECORDER = {
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "1000",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "5",
 }
 OWNER = "IMGBATCH_OWNER_PID"  # inherited by every process the command starts
 FIRST_USE_NOTICE = (
@@ -62,12 +70,59 @@ class PrefectUnavailable(Exception):
 
 def prefect_home() -> Path:
     """PREFECT_HOME as Prefect resolves it (default ~/.prefect)."""
-    return Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+    return Path(file_setting("PREFECT_HOME") or "~/.prefect").expanduser()
+
+
+def flattened(table: dict, prefix: str = "PREFECT") -> dict[str, str]:
+    """A Prefect TOML table as environment names: `[server.database] timeout = 30` is
+    PREFECT_SERVER_DATABASE_TIMEOUT (Prefect's names are its field paths joined by `_`)."""
+    names: dict[str, str] = {}
+    for key, value in table.items():
+        name = f"{prefix}_{key}".upper()
+        names.update(flattened(value, name) if isinstance(value, dict) else {name: str(value)})
+    return names
+
+
+def toml_settings(path: str, table: tuple[str, ...] = ()) -> dict[str, str]:
+    """The settings in a TOML file of the working directory (its `table`), if it exists."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return {}
+    for key in table:
+        data = data.get(key, {}) if isinstance(data, dict) else {}
+    return flattened(data) if isinstance(data, dict) else {}
+
+
+def dotenv_settings() -> dict[str, str]:
+    """The PREFECT_ settings in `.env` of the working directory, as Prefect reads it."""
+    if not Path(".env").is_file():
+        return {}
+    import dotenv  # python-dotenv, Prefect's own reader of this file (not Prefect itself)
+
+    values = dotenv.dotenv_values(".env")
+    return {k.upper(): v for k, v in values.items() if k.upper().startswith("PREFECT_") and v}
+
+
+def file_settings() -> list[dict[str, str]]:
+    """Prefect's sources other than the profile, highest priority first."""
+    return [
+        dict(os.environ),
+        dotenv_settings(),
+        toml_settings("prefect.toml"),
+        toml_settings("pyproject.toml", ("tool", "prefect")),
+    ]
+
+
+def file_setting(name: str) -> str | None:
+    """`name` from the environment or a settings file, not from the profile."""
+    return next((found[name] for found in file_settings() if found.get(name)), None)
 
 
 def profile_settings() -> dict[str, str]:
     """The settings of the active Prefect profile, read from profiles.toml without Prefect."""
-    path = Path(os.environ.get("PREFECT_PROFILES_PATH") or prefect_home() / "profiles.toml")
+    home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect")  # as Prefect finds the file
+    path = Path(file_setting("PREFECT_PROFILES_PATH") or home / "profiles.toml")
     try:
         data = tomllib.loads(path.expanduser().read_text())
     except (OSError, tomllib.TOMLDecodeError):
@@ -78,8 +133,8 @@ def profile_settings() -> dict[str, str]:
 
 
 def setting(name: str) -> str | None:
-    """A Prefect setting the user configured, from the environment or the active profile."""
-    return os.environ.get(name) or profile_settings().get(name) or None
+    """A Prefect setting the user configured, from the first of Prefect's sources that has it."""
+    return file_setting(name) or profile_settings().get(name) or None
 
 
 def set_defaults() -> None:
