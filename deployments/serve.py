@@ -8,8 +8,8 @@ schedule all land here.
 `--params` (csv, images, out, ...) become the preprocess deployment's own parameters: the UI's
 run form starts from them, and a schedule added in the UI ("+ Schedule") or with `prefect
 deployment schedule create` (which carries no parameters) runs with them. `--cron` adds one
-schedule of serve's own (slug SERVE_SCHEDULE), replaced on every start and removed when serve
-starts without it; schedules made in the UI or CLI are kept across restarts:
+schedule of serve's own (its slug starts with SERVE_SCHEDULE), replaced on every start and
+removed when serve starts without it; schedules made in the UI or CLI are kept:
     python -m imgbatch.deployments.serve --cron "0 2 * * *" \
         --params '{"csv": "/data/train.csv", "images": "/data/images", "out": "/data/out"}'
 (or IMGBATCH_PREPROCESS_CRON / IMGBATCH_PREPROCESS_PARAMS). Stop with Ctrl-C or SIGTERM;
@@ -36,8 +36,10 @@ PARAMS_ENV = "IMGBATCH_PREPROCESS_PARAMS"
 TIMEZONE_ENV = "IMGBATCH_TIMEZONE"
 REQUIRED_PARAMS = ("csv", "images", "out")
 TAGS = ["imgbatch"]
-# The slug of the one schedule serve owns (from --cron); any other schedule is the user's.
-SERVE_SCHEDULE = "imgbatch-serve-cron"
+# The slug of the one schedule serve owns (from --cron) starts so; any other schedule is the
+# user's. The UI shows a schedule's slug in place of its cron text, so the slug carries the
+# cron and its time zone (the UI's own cron text leaves the zone out).
+SERVE_SCHEDULE = "imgbatch serve --cron"
 
 # Every deployed flow: (module, flow function, deployment name). deployments/prefect.yaml
 # lists the same flows under "<name>-pool" names, so the two never take over each other's.
@@ -75,17 +77,18 @@ def build_deployments(
 
 
 def sync_schedule(deployment: RunnerDeployment, cron: str | None, timezone: str) -> None:
-    """Register `deployment`, then make serve's own schedule (slug SERVE_SCHEDULE) match
-    --cron: replaced when given, removed when not. Other schedules are left alone."""
+    """Register `deployment`, then make serve's own schedule (slug 'SERVE_SCHEDULE CRON ZONE')
+    match --cron: replaced when given, removed when not. Other schedules are left alone."""
     deployment.apply()
     with get_client(sync_client=True) as client:
         found = client.read_deployment_by_name(deployment.full_name)
         for old in found.schedules:
-            if old.slug == SERVE_SCHEDULE:
+            if (old.slug or "").startswith(SERVE_SCHEDULE):
                 client.delete_deployment_schedule(found.id, old.id)
         if cron:
             schedule = CronSchedule(cron=cron, timezone=timezone)
-            own = DeploymentScheduleCreate(schedule=schedule, active=True, slug=SERVE_SCHEDULE)
+            slug = f"{SERVE_SCHEDULE} {cron} {timezone}"
+            own = DeploymentScheduleCreate(schedule=schedule, active=True, slug=slug)
             client.create_deployment_schedules(found.id, [own])
 
 

@@ -16,6 +16,13 @@ from prefect.runtime import flow_run
 # Prefect names a run it was given no name for with a coolname slug of two words
 # (prefect.utilities.names.generate_slug(2): "adjective-animal").
 SLUG = re.compile(r"[a-z]+-[a-z]+")
+# The UI's run form fills its name field with its own suggestion, submitted unless the user
+# types over it: a Greek letter, maybe a number, a star or scientist, maybe a noun
+# ("zeta4-chomsky", "beta-andromedae-nebula"; the Prefect 3.9 UI bundle's generator).
+UI_SUGGESTION = re.compile(
+    r"(alpha|beta|gamma|delta|epsilon|zeta|eta|theta|iota|kappa|lambda|mu|nu|xi|omicron|pi|"
+    r"rho|sigma|tau|upsilon|phi|chi|psi|omega)\d*-[a-z]+(-[a-z]+)?"
+)
 
 
 @cache
@@ -30,8 +37,9 @@ def coolname_words() -> frozenset[str]:
 
 
 def given_by_user(name: str | None) -> bool:
-    """False for no name or Prefect's generated slug (e.g. 'brave-lion'), True otherwise."""
-    if not name:
+    """False for no name, the server's slug ('brave-lion') or the UI form's suggestion
+    ('zeta4-chomsky'); True for a name someone typed."""
+    if not name or UI_SUGGESTION.fullmatch(name):
         return False
     return not (SLUG.fullmatch(name) and set(name.split("-")) <= coolname_words())
 

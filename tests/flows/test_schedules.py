@@ -39,9 +39,8 @@ def test_ui_schedule_survives_restart_and_runs_with_the_deployment_parameters(
     with get_client(sync_client=True) as c:
         with serving(tmp_path, *args, *cron) as (proc, log):
             dep = deployment(c, DEPLOYMENT, proc, log)
-            wait_for(
-                "serve's schedule", lambda: slugs(c, dep.id) == [SERVE_SCHEDULE], proc, log, 60
-            )
+            own = f"{SERVE_SCHEDULE} 0 4 * * * Europe/Berlin"  # the UI shows it, zone included
+            wait_for("serve's schedule", lambda: slugs(c, dep.id) == [own], proc, log, 60)
             # What `prefect deployment schedule create preprocess-images/preprocess --cron ...`
             # sends (and the UI's "+ Schedule": no parameters, no slug).
             ui = CronSchedule(cron="0 3 * * *", timezone="America/New_York")
@@ -79,7 +78,9 @@ def test_ui_schedule_survives_restart_and_runs_with_the_deployment_parameters(
             typed = c.create_flow_run_from_deployment(dep.id, name="check after upgrade")
             typed = final_run(c, typed.id, proc, log)
             assert typed.state.is_completed() and typed.name == "check after upgrade"
-            other = final_run(c, c.create_flow_run_from_deployment(dep.id).id, proc, log)
+            # The run form's own suggestion (the UI fills the name field with one like this).
+            suggested = c.create_flow_run_from_deployment(dep.id, name="zeta4-chomsky")
+            other = final_run(c, suggested.id, proc, log)
             assert other.state.is_completed(), f"{other.state!r}\n{tail(log)}"
             assert other.name.startswith("preprocess out-64 ") and other.name != run.name
         c.delete_deployment_schedule(dep.id, kept.id)
