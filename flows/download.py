@@ -10,7 +10,7 @@ from prefect.tasks import exponential_backoff
 
 from imgbatch.acquire.download import WgetOptions
 from imgbatch.errors import PermanentError, TransientError, is_retryable
-from imgbatch.flows.naming import named
+from imgbatch.flows.naming import folder, params_field, run_name
 from imgbatch.flows.states import fails_cleanly, failure
 from imgbatch.params import DownloadParams
 from imgbatch.preflight import check_download
@@ -18,7 +18,13 @@ from imgbatch.tasks.download import DOWNLOAD_LIMIT, download_archive, extract_do
 from imgbatch.tasks.limits import existing_limit
 
 
-@flow(name="download-archives", flow_run_name=named("download", "dest"))
+def describe() -> str:
+    """'download 3 archives to work/archives'."""
+    n = len(params_field("urls") or [])
+    return f"download {n} archive{'s' * (n != 1)} to {folder(params_field('dest'), 2)}"
+
+
+@flow(name="download-archives", flow_run_name=run_name(describe))
 @fails_cleanly
 def download_archives(params: DownloadParams) -> list[dict]:
     """Download every URL into dest/NAME, verified; with extract, unpack each archive."""

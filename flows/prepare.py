@@ -7,31 +7,54 @@ a Retry of a failed run redoes only what did not finish.
 """
 
 import os
+import time
 
-from prefect import flow
+from prefect import flow, tags
 from prefect.states import Completed, State
 
+from imgbatch.atomic_files import read_json
 from imgbatch.flows.download import download_archives
 from imgbatch.flows.naming import named
 from imgbatch.flows.preprocess import preprocess_images
 from imgbatch.flows.states import fails_cleanly
 from imgbatch.flows.upload import upload_tree
-from imgbatch.params import PrepareParams, UploadParams
+from imgbatch.output.shards import shard_paths
+from imgbatch.params import PrepareParams
 from imgbatch.preflight import check_prepare
+from imgbatch.tasks.report import publish_summary
+
+# The tag of every imgbatch run, so the subflows show up under the deployment's filter too.
+TAG = "imgbatch"
 
 
 @flow(name="prepare-dataset", flow_run_name=named("prepare", "out"))
 @fails_cleanly
 def prepare_dataset(params: PrepareParams) -> State:
-    """Archives at `urls` + the CSV -> OUT/images.npy; the CSV's paths are relative to
-    WORK/images, where the archives' members land at their own paths (as tar -x does)."""
+    """Download the archives at `urls` into WORK/archives and extract them into WORK/images
+    (each member at its own path, as `tar -x` does); optionally copy WORK/images to
+    `upload_to` (gs://) and read the images from there; then standardize every image the CSV
+    names (its paths relative to WORK/images) into OUT/images.npy with index.parquet,
+    run.json and preview.png. Each stage is a subflow run and skips what is already done."""
     params = check_prepare(params)
-    download_archives(params.download())
-    images = os.path.join(params.work, "images")
-    if params.upload_to:
-        upload_tree(UploadParams(src_dir=images, dest=params.upload_to, retries=params.retries))
-        images = params.upload_to
-    state = preprocess_images(params.preprocess(images), return_state=True)
+    with tags(TAG):
+        download_archives(params.download())
+        images = os.path.join(params.work, "images")
+        if params.upload_to:
+            upload_tree(params.upload(images))
+            images = params.upload_to
+        started = time.time()
+        state = preprocess_images(params.preprocess(images), return_state=True)
     if not state.is_completed():
         return state
-    return Completed(message=state.message, data=state.result())
+    run = state.result()
+    if run["assembled"]:
+        results = stage_results(params.out, run["partitions"], started)
+        publish_summary(params.out, results, {}, run, state.message)
+    return Completed(message=state.message, data=run)
+
+
+def stage_results(out: str, partitions: int, since: float) -> list[dict]:
+    """The preprocess stage's partition summaries, read back from OUT's done-markers so this
+    run carries the summary too (a marker written after `since` was computed by this run)."""
+    markers = [shard_paths(out, pid).done for pid in range(partitions)]
+    return [{**read_json(m), "computed": os.path.getmtime(m) >= since} for m in markers]

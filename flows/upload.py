@@ -8,7 +8,7 @@ from prefect import flow
 from prefect.tasks import exponential_backoff
 
 from imgbatch.acquire.upload import check_upload_args
-from imgbatch.flows.naming import named
+from imgbatch.flows.naming import folder, params_field, run_name
 from imgbatch.flows.states import fails_cleanly
 from imgbatch.params import UploadParams
 from imgbatch.storage.gcs_client import RetryPolicy
@@ -20,7 +20,12 @@ from imgbatch.tasks.upload import upload_files
 CONCURRENCY_LIMIT = "imgbatch-upload"
 
 
-@flow(name="upload-tree", flow_run_name=named("upload to", "dest"), log_prints=True)
+def describe() -> str:
+    """'upload images to gs://bucket/prefix'."""
+    return f"upload {folder(params_field('src_dir'))} to {params_field('dest')}"
+
+
+@flow(name="upload-tree", flow_run_name=run_name(describe), log_prints=True)
 @fails_cleanly
 def upload_tree(params: UploadParams) -> dict:
     """Copy src_dir to dest, skipping objects already there intact.

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -43,6 +44,19 @@ def parse_background(text: str) -> tuple[int, int, int]:
     if len(parts) != 3 or not all(p.isdigit() and int(p) <= 255 for p in parts):
         raise UsageError(f"background must be three integers 0-255 like 255,255,255, got {text!r}")
     return tuple(int(p) for p in parts)  # type: ignore[return-value]
+
+
+def form_first(*names: str) -> Callable[[dict[str, Any]], None]:
+    """A json_schema_extra that lists these fields first: the Prefect UI builds a deployment's
+    run form in the schema's order, and a user fills in the paths before the options."""
+
+    def reorder(schema: dict[str, Any]) -> None:
+        fields = schema["properties"]
+        schema["properties"] = {n: fields[n] for n in names} | {
+            k: v for k, v in fields.items() if k not in names
+        }
+
+    return reorder
 
 
 class Params(BaseModel):
@@ -217,6 +231,10 @@ class DownloadParams(Archives, NetworkRetries):
 class PrepareParams(ImageOptions, Archives, Destination):
     """prepare-dataset: archives + CSV -> download, extract, optional upload, preprocess."""
 
+    model_config = ConfigDict(
+        json_schema_extra=form_first("urls", "csv", "work", "out", "upload_to")
+    )
+
     work: str = Field(description="folder for WORK/archives and the extracted WORK/images")
     upload_to: str | None = Field(
         None, description="gs://BUCKET/PREFIX to copy WORK/images to and read the images from"
@@ -236,6 +254,16 @@ class PrepareParams(ImageOptions, Archives, Destination):
             extract=True,
             extract_to=os.path.join(self.work, "images"),
             retries=self.retries,
+            retry_delay_seconds=self.retry_delay_seconds,
+        )
+
+    def upload(self, src_dir: str) -> UploadParams:
+        """The upload stage: `src_dir` to upload_to, with this run's retries."""
+        return UploadParams(
+            src_dir=src_dir,
+            dest=self.upload_to,
+            retries=self.retries,
+            retry_delay_seconds=self.retry_delay_seconds,
         )
 
 

@@ -5,6 +5,7 @@ what did not finish and ends byte-identical to a clean run."""
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,33 @@ def start(client, dep, fields: dict):
     return client.create_flow_run_from_deployment(dep.id, parameters={"params": fields}).id
 
 
+def check_parent_run(client, run) -> None:
+    """The parent run carries the summary with the preview; its subflows say what they did
+    and carry the imgbatch tag."""
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterParentFlowRunId,
+    )
+
+    arts = client.read_artifacts(
+        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+    )
+    summary = [a for a in arts if a.type == "markdown" and "imgbatch preprocess" in a.data]
+    assert summary and "data:image/jpeg;base64," in summary[-1].data, [a.key for a in arts]
+    subflows = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id])
+        )
+    )
+    names = sorted(re.sub(r" [0-9a-f]{6}$", "", f.name) for f in subflows)
+    assert "download 2 archives to work/archives" in names, names
+    assert any(n.startswith("upload images to gs://") for n in names), names
+    assert "preprocess out" in names, names
+    assert all("imgbatch" in f.tags for f in subflows), [(f.name, f.tags) for f in subflows]
+
+
 def test_prepare_deployment_bad_bucket_then_upload_fault_and_ui_retry(
     tmp_path, faulty_gcs, prefect_server
 ):
@@ -77,6 +105,7 @@ def test_prepare_deployment_bad_bucket_then_upload_fault_and_ui_retry(
         assert second.state.is_completed(), f"{second.state!r}\n{tail(log)}"
         assert second.run_count == 2
         assert second.state.message.startswith("28 rows -> ")
+        check_parent_run(c, second)
 
     again = len(server.gets(archives[0].name)) + len(server.gets(archives[1].name))
     assert again == downloads, "finished downloads are not fetched again"
