@@ -48,6 +48,12 @@ def attempt() -> int:
     return flow_run.run_count or 1
 
 
+def earlier_attempts() -> str:
+    """The attempts before this one: "attempt 1", or "attempts 1-3"."""
+    last = attempt() - 1
+    return "attempt 1" if last == 1 else f"attempts 1-{last}"
+
+
 class ProgressArtifact:
     """Partitions done and failed, counted apart; updated at most every PROGRESS_SECONDS."""
 
@@ -94,8 +100,8 @@ def publish_summary(
         f"- partitions: {len(results)} done ({len(recomputed)} computed now, "
         f"{len(results) - len(recomputed)} reused from committed shards), "
         f"{len(failures)} failed",
-        f"- computed on attempt {attempt()}: {spans(recomputed)}",
-        *([f"- replaces the cards of attempts 1-{attempt() - 1}"] if attempt() > 1 else []),
+        f"- partitions computed on attempt {attempt()}: {spans(recomputed)}",
+        *([f"- replaces the cards of {earlier_attempts()}"] if attempt() > 1 else []),
         "",
         "| status | rows |",
         "|---|---|",
