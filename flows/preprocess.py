@@ -8,20 +8,21 @@ and the summary, and ends Failed (the others committed) when any partition faile
 
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from functools import partial
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
-from prefect.states import Completed, Failed, State
+from prefect.states import Completed, State
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from imgbatch.errors import TransientError
 from imgbatch.flows.naming import named
-from imgbatch.flows.progress import completed_partitions_off_terminal, terminal_bar
-from imgbatch.flows.states import fails_cleanly, failure
+from imgbatch.flows.progress import PartitionLines, partitions_counted_not_listed, terminal_bar
+from imgbatch.flows.states import failed_with, fails_cleanly, failure
 from imgbatch.params import PreprocessParams
-from imgbatch.pipeline import PreprocessRun, preprocess_run
+from imgbatch.pipeline import PartitionsFailed, PreprocessRun, preprocess_run
 from imgbatch.plan.run_plan import PartitionPlan
 from imgbatch.tasks.limits import existing_limit
 from imgbatch.tasks.preprocess import assemble_outputs, plan_run, preprocess_partition
@@ -48,12 +49,20 @@ def preprocess_images(params: PreprocessParams) -> State:
             print(run.recovered)
         if run.plan.note:  # e.g. finished shards recomputed: Pillow was upgraded
             print(run.plan.note)
-        outcome = run.finish(run_partitions)
+        get_run_logger().info(
+            "planned %d partitions (%d rows in the CSV): %d already done, %d to compute",
+            run.total,
+            run.plan.n_rows,
+            len(run.done),
+            len(run.todo),
+        )
+        progress = ProgressArtifact(run.total, len(run.done))
+        outcome = run.finish(partial(run_partitions, progress=progress))
         publish_summary(
-            run.params.out, outcome.results, outcome.failures, outcome.run, outcome.note
+            run.params.out, outcome.results, outcome.failures, outcome.run, outcome.note, progress
         )
     if outcome.failures:
-        return Failed(message=outcome.note)
+        return failed_with(PartitionsFailed(outcome.note))
     if outcome.run is None:
         return Completed(message=outcome.note, data={"assembled": False})
     return Completed(message=outcome.note, data={"assembled": True, **outcome.run})
@@ -75,7 +84,9 @@ def partition_runner(params: PreprocessParams) -> TaskRunner:
     return ThreadPoolTaskRunner(max_workers=PARTITIONS_IN_FLIGHT)
 
 
-def run_partitions(run: PreprocessRun) -> tuple[list[dict], dict[int, str]]:
+def run_partitions(
+    run: PreprocessRun, progress: ProgressArtifact
+) -> tuple[list[dict], dict[int, str]]:
     """One task run per partition still to do; (their summaries, reasons of the failed)."""
     params = run.params
     task = preprocess_partition.with_options(
@@ -85,9 +96,9 @@ def run_partitions(run: PreprocessRun) -> tuple[list[dict], dict[int, str]]:
     limit = existing_limit(CONCURRENCY_LIMIT)
     computed: list[dict] = []
     failures: dict[int, str] = {}
-    progress = ProgressArtifact(run.total, len(run.done))
+    lines = PartitionLines(run.total, len(run.done))
     with (
-        completed_partitions_off_terminal(),
+        partitions_counted_not_listed(),
         terminal_bar(run.total, len(run.done)) as bar,
         abandoned_on_interrupt(partition_runner(params)) as runner,
     ):
@@ -95,10 +106,13 @@ def run_partitions(run: PreprocessRun) -> tuple[list[dict], dict[int, str]]:
         for fut in as_completed(list(futures)):
             fut.wait()
             state = fut.state
+            part = futures[fut]
             if state.is_completed():
                 computed.append(fut.result())
+                lines.advance()
             else:
-                failures[futures[fut].id] = reason(futures[fut], state)
+                failures[part.id] = reason(part, state)
+                lines.advance(f"partition {part.id} failed: {failures[part.id]}")
             progress.advance(state.is_completed())
             bar.advance()
     return computed, failures

@@ -50,6 +50,20 @@ _PREFECT_TASK_COMPLETED = "Finished in state Completed("
 _PREFECT_RUN_ENDED = ("Finished in state Failed(", "Finished in state Crashed(", "Crash detected!")
 _PREFECT_RUN_LINK = "View at "
 
+# Prefect: a task run whose exception ends it after its retries (or with none allowed) logs
+# "Task run failed with exception: <repr>" (" - Retries are exhausted" may follow) at ERROR,
+# with the traceback; a retried one logs the same words at INFO, without it. One its
+# retry_condition_fn refused logs nothing of the kind. Either way the run's last line is
+# "Finished in state Failed('Task run encountered an exception <Type name>: <text>')", at
+# ERROR, no traceback, the type not otherwise attached.
+_PREFECT_TASK_FAILED = "Task run failed with exception: "
+_PREFECT_TASK_ENDED_BY = "Finished in state Failed('Task run encountered an exception "
+
+# Prefect: `python -m prefect.engine` (how a deployment's runner starts a flow run) raises the
+# final state's exception when the run ended Failed, and logs it on the flow run's logger at
+# ERROR, with the traceback: "Engine execution exited with unexpected exception".
+_PREFECT_ENGINE_EXITED = "Engine execution exited with unexpected exception"
+
 
 def pool_shut_down(exc: BaseException) -> bool:
     """True when a concurrent.futures pool refused work because it was shut down."""
@@ -114,3 +128,31 @@ def prefect_run_ended_badly(record: logging.LogRecord) -> bool:
 def prefect_run_link(record: logging.LogRecord) -> bool:
     """True for Prefect's "View at <UI address>" line of a flow run."""
     return _prefect_run_record(record) and record.getMessage().startswith(_PREFECT_RUN_LINK)
+
+
+def prefect_task_failed(record: logging.LogRecord) -> bool:
+    """True for Prefect's ERROR line (traceback attached) of a task run its exception ended."""
+    return (
+        record.name.startswith("prefect.task_runs")
+        and record.levelno >= logging.ERROR
+        and record.getMessage().startswith(_PREFECT_TASK_FAILED)
+    )
+
+
+def prefect_task_ended_by(record: logging.LogRecord) -> str | None:
+    """The name of the exception's type, on Prefect's last line of a task run an exception
+    ended; None for any other line."""
+    text = record.getMessage()
+    if not (
+        record.name.startswith("prefect.task_runs") and text.startswith(_PREFECT_TASK_ENDED_BY)
+    ):
+        return None
+    return text[len(_PREFECT_TASK_ENDED_BY) :].split(":", 1)[0]
+
+
+def prefect_engine_exited(record: logging.LogRecord) -> bool:
+    """True for the ERROR line (traceback attached) Prefect's engine logs for a deployment's
+    flow run that ended Failed."""
+    return record.name.startswith("prefect.flow_runs") and record.getMessage().startswith(
+        _PREFECT_ENGINE_EXITED
+    )

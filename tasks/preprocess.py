@@ -8,10 +8,13 @@ calls, for every run of a tagged task): a task run costs only its state changes.
 
 from __future__ import annotations
 
-from prefect import task
+import os
+
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from imgbatch.compute.partition import PartitionSettings, run_partition
+from imgbatch.layout import IMAGES
 from imgbatch.params import PreprocessParams
 from imgbatch.pipeline import assemble_outputs as assemble_step
 from imgbatch.pipeline import plan_rows
@@ -44,4 +47,16 @@ def preprocess_partition(
 def assemble_outputs(
     settings: PartitionSettings, plan: Plan, params: dict, timings: dict, dataset: dict
 ) -> dict:
-    return assemble_step(settings, plan, params, timings, dataset)
+    """The outputs, with a line in the run's logs before and after (what was written)."""
+    logger = get_run_logger()
+    logger.info("assembling %d partitions into %s", len(plan.partitions), settings.out)
+    run = assemble_step(settings, plan, params, timings, dataset)
+    logger.info(
+        "wrote %s: %d rows, shape %s, sha256 %s..., %s",
+        os.path.join(settings.out, IMAGES),
+        run["rows"],
+        tuple(run["shape"]),
+        run["images_sha256"][:16],
+        ", ".join(f"{k}={v}" for k, v in sorted(run["counts"].items())),
+    )
+    return run

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 from helpers.deployments import REPO, final_run, press_retry, serving, tail, wait_for, wait_idle
 from helpers.deployments import deployment as wait_deployment
+from helpers.run_logs import errors, run_logs, tracebacks
 
 from imgbatch.params import PreprocessParams
 from imgbatch.sampledata.samples import write_csv, write_tree
@@ -97,24 +98,21 @@ def partition_states(client, run_id: UUID, run_count: int) -> dict[str, list[str
     return found
 
 
-def failed_partitions_table(client, run_id: UUID, out: Path, attempts: int) -> list[dict]:
-    """The latest failed-partitions table of the run (one is published per attempt)."""
-    from prefect.client.schemas.filters import (
-        ArtifactFilter,
-        ArtifactFilterFlowRunId,
-        ArtifactFilterKey,
-    )
+def cards(client, run_id: UUID) -> list:
+    """The run's artifacts, as its Artifacts tab lists them."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    arts = client.read_artifacts(
-        artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=[artifact_key(str(out), "failed-partitions")]),
-            flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
-        )
-    )
-    assert len(arts) == attempts, f"expected {attempts} failed-partitions artifacts: {arts}"
-    latest = max(arts, key=lambda a: a.created)
-    assert f"attempt {attempts}" in latest.description, latest.description
-    data = latest.data
+    mine = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+    return client.read_artifacts(artifact_filter=mine)
+
+
+def failed_partitions_table(client, run_id: UUID, out: Path, attempt: int) -> list[dict]:
+    """The run's one failed-partitions table: each attempt replaces the earlier one's."""
+    key = artifact_key(str(out), "failed-partitions")
+    tables = [a for a in cards(client, run_id) if a.key == key]
+    assert len(tables) == 1, f"expected one failed-partitions artifact: {tables}"
+    assert tables[0].description.startswith(f"attempt {attempt}:"), tables[0].description
+    data = tables[0].data
     return json.loads(data) if isinstance(data, str) else data
 
 
@@ -157,15 +155,19 @@ def test_ui_retry_recomputes_only_the_failed_partition(
         assert all(f.is_file() for p in others for f in shard_files(out, p))
         assert not shard_files(out, BAD)[2].exists()
         assert not (out / "images.npy").exists()
-        table = failed_partitions_table(client, first.id, out, attempts=1)
+        table = failed_partitions_table(client, first.id, out, attempt=1)
         assert [row["partition"] for row in table] == [BAD]
         assert "part-00002.npy" in table[0]["reason"], table
         assert "rows 20-29" in table[0]["reason"], table
         before = stamps(out, others)
 
-        # Clear the fault, then press "Retry" the way the UI does (once the failed run's
-        # process is gone, as it is by the time a person clicks).
+        # The first attempt's logs (complete once its process is gone, as it is by the time
+        # a person clicks Retry): the story in a few lines, one ERROR line, no traceback.
         wait_idle(proc.pid)
+        attempt_1 = run_logs(client, first.id)
+        assert_first_attempt_logs(attempt_1, first.state.message)
+
+        # Clear the fault, then press "Retry" the way the UI does.
         (blocker / "occupied").unlink()
         blocker.rmdir()
         time.sleep(0.05)  # a rewrite of the other shards would get a later mtime
@@ -184,8 +186,17 @@ def test_ui_retry_recomputes_only_the_failed_partition(
             log,
             timeout=30,
         )
-        table = failed_partitions_table(client, first.id, out, attempts=2)
+        table = failed_partitions_table(client, first.id, out, attempt=2)
         assert "none failed on attempt 2" in table[0]["reason"], table
+        # The Completed run's page shows this attempt's cards only, the summary naming what
+        # it recomputed; and its logs tell the story of the Retry.
+        shown = cards(client, first.id)
+        assert all(a.description.startswith("attempt 2:") for a in shown), shown
+        summary = [a for a in shown if a.key == artifact_key(str(out), "summary")]
+        assert len(summary) == 1 and f"computed on attempt 2: {BAD}\n" in summary[0].data
+        wait_idle(proc.pid)
+        seen = {log.id for log in attempt_1}
+        attempt_2 = [log for log in run_logs(client, first.id) if log.id not in seen]
 
     # Only partition 2 was written: the others keep their inode and mtime ...
     assert stamps(out, others) == before
@@ -201,10 +212,44 @@ def test_ui_retry_recomputes_only_the_failed_partition(
     assert run["images_sha256"] == ref_run["images_sha256"] == sha256(out / "images.npy")
     assert run["rows"] == N_ROWS and run["partitions"] == PARTS
     assert run["counts"] == ref_run["counts"] and sum(run["counts"].values()) == N_ROWS
+    assert_retry_logs(attempt_2, out, run)
     assert np.load(out / "images.npy", mmap_mode="r").shape == (N_ROWS, 32, 32, 3)
     pd.testing.assert_frame_equal(
         pd.read_parquet(out / "index.parquet"), pd.read_parquet(ref / "index.parquet")
     )
+
+
+def messages(logs: list, level: int | None = None) -> list[str]:
+    return [log.message for log in logs if level is None or log.level == level]
+
+
+def assert_first_attempt_logs(logs: list, reason: str) -> None:
+    """Planned, the failed partition in one line, the count; the reason as the one ERROR;
+    no line per completed partition (the plan task's own line is the only one)."""
+    said = messages(logs)
+    assert errors(logs) == [reason] and not tracebacks(logs), said
+    planned = f"planned {PARTS} partitions ({N_ROWS} rows in the CSV): 0 already done, "
+    assert planned + f"{PARTS} to compute" in said, said
+    warned = messages(logs, 30)
+    assert len(warned) == 1, said
+    assert warned[0].startswith(f"partition {BAD} failed: rows 20-29: WriteError: "), said
+    assert f"partitions: {PARTS - 1} of {PARTS} done (0 reused), 1 failed" in said, said
+    assert said.count("Finished in state Completed()") == 1, said
+
+
+def assert_retry_logs(logs: list, out: Path, run: dict) -> None:
+    """The Retry's story: the plan's counts, the one partition's count, what was written."""
+    said = messages(logs)
+    assert not errors(logs) and not tracebacks(logs), said
+    planned = f"planned {PARTS} partitions ({N_ROWS} rows in the CSV): {PARTS - 1} already "
+    assert planned + "done, 1 to compute" in said, said
+    assert f"partitions: {PARTS} of {PARTS} done ({PARTS - 1} reused), 0 failed" in said, said
+    counts = ", ".join(f"{k}={v}" for k, v in sorted(run["counts"].items()))
+    wrote = (
+        f"wrote {out / 'images.npy'}: {N_ROWS} rows, shape {(N_ROWS, 32, 32, 3)}, "
+        f"sha256 {run['images_sha256'][:16]}..., {counts}"
+    )
+    assert wrote in said, said
 
 
 def _all_final(states: dict[str, list[str]]) -> dict[str, list[str]] | None:
