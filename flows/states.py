@@ -11,14 +11,21 @@ import functools
 import logging
 from collections.abc import Callable
 
+from prefect.exceptions import ParameterBindError, ParameterTypeError
 from prefect.states import Failed, State
 
 from imgbatch import upstream
 from imgbatch.errors import ImgbatchError
 
 # Prefect's loggers of flow runs and task runs: what they log reaches the run's logs (the
-# API) and the console.
-RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+# API) and the console; and the engine's own, which a deployment's subprocess prints.
+RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.engine")
+PARAMETER_ERRORS = (ParameterBindError, ParameterTypeError)
+# What a run whose parameters do not fit needs (a schedule added in the UI has none).
+PARAMETERS_HINT = (
+    "give the run its parameters in the run form or the schedule, or start serve with "
+    "--params to make them the deployment's own"
+)
 
 
 def failure(state: State) -> tuple[str, BaseException | None]:
@@ -62,6 +69,10 @@ class OneLineFailures(logging.Filter):
     - A deployment's flow run ending Failed: Prefect's engine logs "Engine execution exited
       with unexpected exception" at ERROR with the traceback of the state's exception. For
       an ImgbatchError the line becomes its one-line reason: the run's one ERROR line.
+    - Parameters that do not fit the flow (none at all, from a schedule added in the UI, or
+      values the model refuses): the engine's line becomes what does not fit, on one line,
+      and where to give the parameters (PARAMETERS_HINT); the subprocess's last word on the
+      console, with the traceback, is dropped.
     - A task run ended by an ImgbatchError: its "Task run failed with exception" line (with
       the traceback) and its "Finished in state Failed(...)" line (which names only the
       exception's type) are dropped; the flow logs one line per failed partition, and the
@@ -72,6 +83,14 @@ class OneLineFailures(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, PARAMETER_ERRORS) and upstream.prefect_engine_exited(record):
+            bound = isinstance(exc, ParameterBindError) and exc.__context__  # inspect's words
+            cause = one_line(bound or exc)
+            record.msg, record.args = f"the run's parameters: {cause}; {PARAMETERS_HINT}", ()
+            record.exc_info, record.exc_text = None, None
+            return True
+        if isinstance(exc, PARAMETER_ERRORS) and upstream.prefect_execution_exited(record):
+            return False  # the run's line above said it, once
         expected = isinstance(exc, ImgbatchError)
         if expected and upstream.prefect_engine_exited(record):
             record.msg, record.args = one_line(exc), ()

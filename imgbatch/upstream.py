@@ -63,6 +63,9 @@ _PREFECT_TASK_ENDED_BY = "Finished in state Failed('Task run encountered an exce
 # final state's exception when the run ended Failed, and logs it on the flow run's logger at
 # ERROR, with the traceback: "Engine execution exited with unexpected exception".
 _PREFECT_ENGINE_EXITED = "Engine execution exited with unexpected exception"
+# prefect/engine.py, the deployment subprocess's last word (its console only) when run_flow
+# raised before the run had a final state: "Execution of flow run '<id>' exited with ...".
+_PREFECT_EXECUTION_EXITED = ("Execution of flow run '", "' exited with unexpected exception")
 
 
 def pool_shut_down(exc: BaseException) -> bool:
@@ -156,3 +159,12 @@ def prefect_engine_exited(record: logging.LogRecord) -> bool:
     return record.name.startswith("prefect.flow_runs") and record.getMessage().startswith(
         _PREFECT_ENGINE_EXITED
     )
+
+
+
+def prefect_execution_exited(record: logging.LogRecord) -> bool:
+    """True for the line (traceback attached) `python -m prefect.engine` logs on its console
+    when the flow run raised before it had a final state."""
+    text = record.getMessage()
+    start, end = _PREFECT_EXECUTION_EXITED
+    return record.name == "prefect.engine" and text.startswith(start) and text.endswith(end)

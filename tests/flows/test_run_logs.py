@@ -13,17 +13,22 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
+import httpx
 import pytest
 from helpers.deployments import deployment, final_run, serving, wait_idle
 from helpers.run_logs import errors, run_logs, tracebacks
 from prefect import flow, task
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+from prefect.client.schemas.schedules import CronSchedule
+from prefect.settings import PREFECT_API_URL
 
 from imgbatch import upstream
 from imgbatch.errors import PermanentError, UsageError
-from imgbatch.flows.states import fails_cleanly
+from imgbatch.flows.states import PARAMETERS_HINT, fails_cleanly
 
 pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.timeout(180)]
 
@@ -54,15 +59,17 @@ def ends_in_a_bug() -> None:
     raise TypeError("a bug in the flow (on purpose)")
 
 
-def as_the_engine_runs(fn) -> tuple[UUID, BaseException]:
+def as_the_engine_runs(fn, made=None) -> tuple[UUID, BaseException]:
     """Run the flow as `python -m prefect.engine` does for a deployment's flow run: a flow
-    run made first, then `run_flow` with that run's logger; (its id, what it raised)."""
+    run made first (unless given), then `run_flow` with that run's logger; (its id, what it
+    raised)."""
     from prefect import get_client
     from prefect.flow_engine import flow_run_logger, run_flow
     from prefect.logging.handlers import APILogWorker
 
-    with get_client(sync_client=True) as client:
-        made = client.create_flow_run(fn)
+    if made is None:
+        with get_client(sync_client=True) as client:
+            made = client.create_flow_run(fn)
     with pytest.raises(Exception) as raised:
         run_flow(fn, flow_run=made, error_logger=flow_run_logger(made))
     APILogWorker.drain_all(timeout=10)
@@ -96,6 +103,40 @@ def test_the_engine_line_is_the_reason_for_an_expected_failure_and_a_traceback_f
     assert ended[0].message.startswith(upstream._PREFECT_TASK_ENDED_BY + "ZeroDivisionError: ")
 
 
+def test_a_run_without_parameters_is_one_error_line_saying_where_to_give_them():
+    """A schedule added in the UI carries no parameters: Prefect's own line says what does
+    not fit, with where to set them; no traceback (the engine's line is dropped)."""
+    from prefect import get_client
+
+    from imgbatch.flows.preprocess import preprocess_images
+
+    run_id, raised = as_the_engine_runs(preprocess_images)
+    assert type(raised).__name__ == "ParameterBindError"
+    with get_client(sync_client=True) as client:
+        logs = run_logs(client, run_id)
+    [line] = errors(logs)
+    assert line == f"the run's parameters: missing a required argument: 'params'; {PARAMETERS_HINT}"
+    assert not tracebacks(logs)
+
+
+def test_parameters_the_model_refuses_are_one_error_line_saying_where_to_give_them():
+    from prefect import get_client
+
+    from imgbatch.flows.preprocess import preprocess_images
+
+    with get_client(sync_client=True) as client:
+        made = client.create_flow_run(preprocess_images, parameters={"params": {"csv": "a.csv"}})
+        run_id, raised = as_the_engine_runs(preprocess_images, made)
+        logs = run_logs(client, run_id)
+    assert type(raised).__name__ == "ParameterTypeError"
+    [line] = errors(logs)
+    assert line == (
+        "the run's parameters: Flow run received invalid parameters: - params.out: Field "
+        f"required - params.images: Field required; {PARAMETERS_HINT}"
+    )
+    assert not tracebacks(logs)
+
+
 HOLDER = """
 import sys, time
 from imgbatch.output.writer_lock import output_lock
@@ -122,7 +163,8 @@ def test_deployment_runs_that_fail_expectedly_log_one_error_line(
     gcs, held_output: Path, make_dataset, tmp_path: Path
 ) -> None:
     """A held output and a bucket that does not exist: one ERROR line each (the reason, as
-    the run's state says it), no traceback, in the run's logs and on serve's console."""
+    the run's state says it), and a run with no parameters: one ERROR line saying where to
+    give them; no traceback, in the run's logs and on serve's console."""
     from prefect import get_client
 
     csv, images, _ = make_dataset(4)
@@ -140,13 +182,33 @@ def test_deployment_runs_that_fail_expectedly_log_one_error_line(
         get_client(sync_client=True) as client,
     ):
         served = deployment(client, "preprocess-images/preprocess", proc, log)
+        earlier = set()
         for words, fields in cases.items():
             made = client.create_flow_run_from_deployment(served.id, parameters={"params": fields})
+            earlier.add(made.id)
             run = final_run(client, made.id, proc, log)
             wait_idle(proc.pid)  # the engine's last line is logged after the final state
             logs = run_logs(client, made.id)
             assert run.state.is_failed() and words in run.state.message, run.state
             assert errors(logs) == [run.state.message], [(x.level, x.message) for x in logs]
             assert not tracebacks(logs), words
+        # A schedule added in the UI to a deployment with no parameters of its own: the
+        # scheduler's step for one past day makes its run, with no parameters at all.
+        client.create_deployment_schedules(served.id, [(CronSchedule(cron="0 3 * * *"), True)])
+        now = datetime.now(UTC)
+        window = {"start_time": str(now - timedelta(days=2)), "end_time": str(now - timedelta(1))}
+        api = PREFECT_API_URL.value()
+        httpx.post(f"{api}/deployments/{served.id}/schedule", json=window).raise_for_status()
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[served.id]))
+        )
+        [made] = [r for r in runs if r.id not in earlier]
+        run = final_run(client, made.id, proc, log)
+        wait_idle(proc.pid)
+        logs = run_logs(client, made.id)
+        assert not run.state.is_completed(), run.state
+        assert errors(logs) == [
+            f"the run's parameters: missing a required argument: 'params'; {PARAMETERS_HINT}"
+        ], [(x.level, x.message) for x in logs]
         console = log.read_text()
     assert "Traceback" not in console, console[-3000:]
