@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 from imgbatch.errors import UsageError
+from imgbatch.storage.urls import GCS_SCHEME
 
 # URL scheme -> "module:class"; the class takes the URL. "" is a local folder.
 SCHEMES: dict[str, str] = {
+    GCS_SCHEME: "imgbatch.outstore.gcs:GCSStore",
     "": "imgbatch.outstore.local:LocalStore",
 }
 
