@@ -89,7 +89,7 @@ def file_digest(path: str | os.PathLike) -> tuple[str, int]:
 
 
 def staged_name(path: str) -> str:
-    """A unique name beside `path` for a file that a publish (output.publish) renames later.
+    """A unique name beside `path` for a file that a publish (outstore.journal) renames later.
 
     Not matched by the `.tmp-` pattern, so a new run's clean-up of killed writers' temps
     never deletes a staged file that an interrupted publish's journal still names.

@@ -136,9 +136,12 @@ class PreprocessRun:
                 "output not assembled until they are (run without partitions)"
             )
             return RunOutcome(note, results, {})
-        timings = {
+        made = sum(bool(r["computed"]) for r in results)
+        timings = {  # with what the run did: assemble records those counts apart
             "plan_seconds": round(self._planned - self._started, 3),
             "partitions_seconds": round(seconds, 3),
+            "computed_partitions": made,
+            "reused_partitions": len(self.plan.partitions) - made,
         }
         run = self._assemble(
             self.settings, self.plan, params.model_dump(mode="json"), timings, self.dataset

@@ -5,7 +5,7 @@ a map's dirty pages count against the process, a plain write does not), hashed o
 Peak memory is one shard, whatever N is. A missing, stale or damaged shard makes assembly
 refuse (and forget that shard so a rerun recomputes it): never an N-k array.
 
-The four outputs are staged and published as one set (imgbatch.output.publish): a crash leaves
+The four outputs are staged and published as one set (the store's publication()): a crash leaves
 the old set or the new one. run.json is the commit record: it names the dataset the set was
 made from and the sha256 and size of the other three files.
 """
@@ -13,21 +13,24 @@ made from and the sha256 and size of the other three files.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from collections import Counter
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from imgbatch.atomic_files import described_write_errors, read_json, read_parquet, write_json
+from imgbatch.atomic_files import described_write_errors, write_json
 from imgbatch.errors import PermanentError
-from imgbatch.layout import IMAGES, INDEX, JOURNAL, NORMALIZED, OUTPUT_FORMAT, PREVIEW, RUN
+from imgbatch.layout import IMAGES, INDEX, NORMALIZED, OUTPUT_FORMAT, PREVIEW, RUN
 from imgbatch.output import shards
 from imgbatch.output.preview import write_preview
-from imgbatch.output.publish import Publication
+from imgbatch.outstore.base import OutputStore, Publication, open_output
 from imgbatch.pixels.spec import ImageSpec
 from imgbatch.plan.run_plan import PartitionPlan, code_version
+
+# What the run that assembles did with the partitions: handed in with its timings (the
+# pipeline's), recorded at the top of run.json.
+PARTITION_COUNTS = ("computed_partitions", "reused_partitions")
 
 
 class ShardError(PermanentError):
@@ -45,7 +48,8 @@ class DamagedShard(ShardError):
 
 def done_records(out: str, parts: list[PartitionPlan]) -> dict[int, dict | None]:
     """Each partition's done-marker (None when not done for its fingerprint), read once."""
-    return {p.id: shards.done_record(out, p.id, p.fingerprint) for p in parts}
+    store = open_output(out)
+    return {p.id: shards.done_record(store, p.id, p.fingerprint) for p in parts}
 
 
 def missing_partitions(out: str, parts: list[PartitionPlan]) -> list[int]:
@@ -56,22 +60,17 @@ def missing_partitions(out: str, parts: list[PartitionPlan]) -> list[int]:
 def up_to_date(out: str, parts: list[PartitionPlan], dataset: dict | None = None) -> dict | None:
     """run.json if the published set already holds exactly these shards of this dataset and
     every file has its recorded size (no publish under way), else None."""
-    run = read_json(os.path.join(out, RUN))
+    store = open_output(out)
+    run = store.read_json(RUN)
     if (
         not run
         or run.get("format") != OUTPUT_FORMAT
         or run.get("shards") != [p.fingerprint for p in parts]
         or run.get("dataset") != dataset
-        or os.path.exists(os.path.join(out, JOURNAL))
     ):
         return None
     files = run.get("files") or {}
-    if set(files) != {IMAGES, INDEX, PREVIEW}:
-        return None
-    try:
-        if any(os.path.getsize(os.path.join(out, f)) != r["bytes"] for f, r in files.items()):
-            return None
-    except (OSError, KeyError, TypeError):
+    if set(files) != {IMAGES, INDEX, PREVIEW} or not store.settled(files):
         return None
     return run
 
@@ -88,28 +87,32 @@ def assemble(
     """Publish images.npy, index.parquet, preview.png and run.json as one set; return run.json.
 
     `dataset` is ownership.dataset_identity(...) of this run, recorded as run["dataset"].
-    Call it holding outlock.output_lock(out, ...), after publish.recover(out).
+    Call it holding writer_lock.output_lock(out, ...), after the store's recover().
     """
     run = up_to_date(out, parts, dataset)
     if run is not None:
         return run
+    store = open_output(out)
     records = done_records(out, parts)
     missing = [pid for pid, record in records.items() if record is None]
     if missing:
         raise ShardError(f"partitions not done, cannot assemble: {_ids(missing)}")
     t0 = time.perf_counter()
+    timings = dict(timings or {})
+    made = {k: timings.pop(k) for k in PARTITION_COUNTS if k in timings}
     shape = (n_rows, spec.size, spec.size, 3)
     counts: Counter[str] = Counter()
-    with described_write_errors(out), Publication(out) as pub:
-        digest = _stage_data(pub, out, parts, records, shape, counts)
+    with described_write_errors(out), store.publication() as pub:
+        digest = _stage_data(pub, store, parts, records, shape, counts)
         run = {
             "format": OUTPUT_FORMAT,
             "dataset": dataset,
             **_content(parts, params, shape, counts),
+            **made,
             "files": pub.records(),
             "images_sha256": digest,
             "images_bytes": pub.staged[IMAGES].bytes,
-            "timings": {**(timings or {}), "assemble_seconds": round(time.perf_counter() - t0, 3)},
+            "timings": {**timings, "assemble_seconds": round(time.perf_counter() - t0, 3)},
         }
         write_json(pub.new(RUN), run)
         pub.done(RUN)
@@ -118,12 +121,12 @@ def assemble(
 
 
 def _stage_data(
-    pub: Publication, out: str, parts: list[PartitionPlan], records: dict, shape: tuple, counts
+    pub: Publication, store: OutputStore, parts: list[PartitionPlan], records: dict, shape, counts
 ) -> str:
     """Stage images.npy, index.parquet and preview.png; return the array file's sha256."""
-    digest = _write_images(pub.new(IMAGES), out, parts, records, shape)
+    digest = _write_images(pub.new(IMAGES), store, parts, records, shape)
     pub.done(IMAGES, digest)
-    _write_index(pub.new(INDEX), out, parts, shape[0], counts)
+    _write_index(pub.new(INDEX), store, parts, shape[0], counts)
     pub.done(INDEX)
     write_preview(pub.new(PREVIEW), pub.paths[IMAGES], pub.paths[INDEX])
     pub.done(PREVIEW)
@@ -144,7 +147,7 @@ def _content(parts: list[PartitionPlan], params: dict, shape: tuple, counts: Cou
 
 
 def _write_images(
-    path: str, out: str, parts: list[PartitionPlan], records: dict, shape: tuple
+    path: str, store: OutputStore, parts: list[PartitionPlan], records: dict, shape: tuple
 ) -> str:
     """Stream the .npy header and every shard's bytes into `path`; return the sha256."""
     digest = hashlib.sha256()
@@ -156,18 +159,20 @@ def _write_images(
         with open(path, "rb") as h:
             digest.update(h.read())
         for p in parts:
-            data = _verified_shard(out, p, records[p.id], shape[1])
+            data = _verified_shard(store, p, records[p.id], shape[1])
             f.write(data)
             digest.update(data)
             del data
     return digest.hexdigest()
 
 
-def _verified_shard(out: str, p: PartitionPlan, record: dict, size: int) -> memoryview:
+def _verified_shard(store: OutputStore, p: PartitionPlan, record: dict, size: int) -> memoryview:
     """The shard's raw image bytes, checked against its done-marker."""
-    path = shards.shard_paths(out, p.id).npy
+    name = shards.shard_names(p.id).npy
+    version = (record.get("versions") or {}).get("npy")
     try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        with store.open_read(name, version) as f:
+            arr = np.load(f, allow_pickle=False)
         ok = (
             arr.dtype == np.uint8
             and arr.shape == (p.stop - p.start, size, size, 3)
@@ -176,23 +181,23 @@ def _verified_shard(out: str, p: PartitionPlan, record: dict, size: int) -> memo
     except (OSError, ValueError):
         ok = False
     if not ok:
-        shards.invalidate(out, p.id)
+        shards.invalidate(store.url, p.id)
         raise DamagedShard(p.id, "shard")
     return memoryview(np.ascontiguousarray(arr)).cast("B")
 
 
 def _write_index(
-    path: str, out: str, parts: list[PartitionPlan], n_rows: int, counts: Counter
+    path: str, store: OutputStore, parts: list[PartitionPlan], n_rows: int, counts: Counter
 ) -> None:
     """Concatenate the shards' index tables into `path`, checking each covers its rows."""
     written = 0
     writer = None
     try:
         for p in parts:
-            table = read_parquet(shards.shard_paths(out, p.id).parquet)
+            table = store.read_parquet(shards.shard_names(p.id).parquet)
             rows = table.column("row").to_numpy()
             if len(rows) != p.stop - p.start or rows[0] != p.start or rows[-1] != p.stop - 1:
-                shards.invalidate(out, p.id)
+                shards.invalidate(store.url, p.id)
                 raise DamagedShard(p.id, "index")
             counts.update(table.column("status").to_pylist())
             if writer is None:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from imgbatch.atomic_files import STAGED, TEMP, file_digest, read_json
+from imgbatch.atomic_files import STAGED, TEMP, file_digest
 from imgbatch.errors import UsageError
 from imgbatch.layout import (
     IMAGES,
@@ -32,8 +32,8 @@ from imgbatch.layout import (
     RUN,
     SHARDS_DIR,
 )
-from imgbatch.output.publish import recover
 from imgbatch.output.writer_lock import output_lock
+from imgbatch.outstore.base import OutputStore, open_output
 from imgbatch.pixels.spec import ImageSpec
 from imgbatch.plan.images_found import locate
 from imgbatch.storage.urls import is_gcs_url
@@ -79,7 +79,7 @@ def claim_output(
     dataset's (OutputConflict). Yields recover's note (None when there was nothing to do).
     """
     with output_lock(out, label, wait):
-        note = recover(out)
+        note = open_output(out).recover()
         check_output(out, dataset, overwrite)
         yield note
 
@@ -94,29 +94,28 @@ def check_output(out: str, dataset: dict, overwrite: bool = False) -> None:
     old set stays whole until the new run publishes its own over it (assemble), so a
     replacement that fails (a wrong images root, a crash) leaves the old result as it was.
     Files with other names are kept (imgbatch never deletes what it does not know).
-    Call it holding writer_lock.output_lock(out, ...), after publish.recover(out).
+    Call it holding writer_lock.output_lock(out, ...), after the store's recover().
     """
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--out {out} is a file, not a folder")
-    if not os.path.isdir(out):
+    store = open_output(out)
+    names = store.names()
+    if names is None or overwrite:
         return
-    if overwrite:
-        return
-    conflict = _result_conflict(out, dataset)
-    if foreign := foreign_names(out):
+    conflict = _result_conflict(store, names, dataset)
+    if foreign := foreign_names(names):
         shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
         conflict = conflict or f"{out} holds files imgbatch did not make: {shown}: {ADVICE}"
     if conflict:
         raise OutputConflict(conflict)
 
 
-def _result_conflict(out: str, dataset: dict) -> str | None:
+def _result_conflict(store: OutputStore, names: dict[str, bool], dataset: dict) -> str | None:
     """Why OUT's outputs are not this dataset's, and what to do (None: no outputs, or ours of
     this dataset)."""
-    present = [n for n in OUTPUTS if os.path.lexists(os.path.join(out, n))]
+    out = store.url
+    present = [n for n in OUTPUTS if n in names]
     if not present:
         return None
-    run = read_json(os.path.join(out, RUN))
+    run = store.read_json(RUN)
     if not run or run.get("format") != OUTPUT_FORMAT:
         made = ", ".join(present)
         return f"{out} holds {made} not written by imgbatch (no run.json of ours): {ADVICE}"
@@ -159,15 +158,14 @@ def _root_hint(dataset: dict) -> str | None:
     return locate(root, rel)
 
 
-def foreign_names(out: str) -> list[str]:
-    """Names in OUT that imgbatch does not use (its temp and staged files count as its own)."""
-    names = []
-    for name in sorted(os.listdir(out)):
+def foreign_names(names: dict[str, bool]) -> list[str]:
+    """Names in OUT (name -> is a folder) that imgbatch does not use (its temp and staged
+    files count as its own)."""
+    foreign = []
+    for name, is_dir in sorted(names.items()):
         base = name
         while (m := TEMP.search(base) or STAGED.search(base)) is not None:
             base = base[: m.start()]
-        path = os.path.join(out, name)
-        is_dir = os.path.isdir(path) and not os.path.islink(path)
         if base not in OWN_NAMES or (name == SHARDS_DIR) != is_dir:
-            names.append(name)
-    return names
+            foreign.append(name)
+    return foreign

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
 from imgbatch.atomic_files import atomic_path
+from imgbatch.outstore.base import locate
 
 GRID = 8
 MIN_TILE = 64
@@ -68,9 +69,11 @@ def write_preview(path: str, images_npy: str, index_parquet: str) -> None:
 
 
 def preview_jpeg(path: str, side: int = 384) -> bytes:
-    """The contact sheet as a small JPEG, for embedding where a file path cannot be opened
-    (a markdown artifact in the Prefect UI renders a data: URI image)."""
-    with Image.open(path) as img:
+    """The contact sheet at `path` (in a folder or on gs://) as a small JPEG, for embedding
+    where a file cannot be opened (a markdown artifact in the Prefect UI renders a data: URI
+    image)."""
+    store, name = locate(path)
+    with store.open_read(name) as f, Image.open(f) as img:
         small = img.convert("RGB")
         small.thumbnail((side, side), Image.Resampling.LANCZOS)
     buf = io.BytesIO()

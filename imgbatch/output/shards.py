@@ -8,7 +8,6 @@ the sha256 of the image data so assembly can refuse a damaged shard.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import Counter
 from dataclasses import dataclass
 
@@ -17,8 +16,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from imgbatch.atomic_files import atomic_path, read_json, read_parquet, write_json
+from imgbatch.errors import WriteError
 from imgbatch.layout import SHARDS_DIR
+from imgbatch.outstore.base import OutputStore, json_bytes, open_output
 from imgbatch.plan.run_plan import PartitionPlan
 
 INDEX_COLUMNS = ("row", "image_path", "status", "error", "width", "height", "partition")
@@ -31,77 +31,93 @@ class ShardPaths:
     done: str
 
 
-def shard_paths(out: str, partition_id: int) -> ShardPaths:
-    base = os.path.join(out, SHARDS_DIR, f"part-{partition_id:05d}")
+def shard_names(partition_id: int) -> ShardPaths:
+    """The shard's file names inside OUT."""
+    base = f"{SHARDS_DIR}/part-{partition_id:05d}"
     return ShardPaths(f"{base}.npy", f"{base}.parquet", f"{base}.done.json")
+
+
+def shard_paths(out: str, partition_id: int) -> ShardPaths:
+    """Where the shard's files are: paths in a folder, URLs on a bucket."""
+    store, names = open_output(out), shard_names(partition_id)
+    return ShardPaths(*(store.where(n) for n in (names.npy, names.parquet, names.done)))
 
 
 def write_shard(
     out: str, partition_id: int, fingerprint: str, images: np.ndarray, index: pa.Table
 ) -> dict:
-    """Commit a shard: data files first (temp + fsync + rename), the done-marker last.
+    """Commit a shard: data files first (each whole or not at all), the done-marker last.
 
-    Three fsyncs, not six: the folder is synced once after both data renames, and the marker
-    is not synced at all. It is written only once the data is on disk, so a crash can lose
-    or tear the marker (the shard is then recomputed) but never keep one for missing data.
+    In a folder, three fsyncs, not six: the folder is synced once after both data renames,
+    and the marker is not synced at all. It is written only once the data is on disk, so a
+    crash can lose or tear the marker (the shard is then recomputed) but never keep one for
+    missing data. On a bucket the marker also names the data objects' generations and is
+    written only if nobody wrote it since this run looked (ifGenerationMatch).
     """
-    paths = shard_paths(out, partition_id)
-    os.makedirs(os.path.dirname(paths.npy), exist_ok=True)
+    store, names = open_output(out), shard_names(partition_id)
+    before = store.stat(names.done)
     images = np.ascontiguousarray(images, dtype=np.uint8)
-    with atomic_path(paths.npy, sync_dir=False) as tmp, open(tmp, "wb") as f:
+    with store.writing(names.npy, batched=True) as tmp, open(tmp, "wb") as f:
         np.save(f, images, allow_pickle=False)
-    with atomic_path(paths.parquet) as tmp:
+    with store.writing(names.parquet) as tmp:
         pq.write_table(index.select(list(INDEX_COLUMNS)), tmp)
+    npy, parquet = store.stat(names.npy), store.stat(names.parquet)
+    if npy is None or parquet is None:
+        raise WriteError(f"{store.where(names.npy)}: gone right after it was written")
     record = {
         "partition": partition_id,
         "fingerprint": fingerprint,
         "rows": int(images.shape[0]),
         "shape": list(images.shape),
-        "npy_bytes": os.path.getsize(paths.npy),
-        "parquet_bytes": os.path.getsize(paths.parquet),
+        "npy_bytes": npy.size,
+        "parquet_bytes": parquet.size,
         "data_sha256": hashlib.sha256(images).hexdigest(),
         "counts": dict(Counter(index.column("status").to_pylist())),
     }
-    write_json(paths.done, record, durable=False)
+    if store.pins_versions:
+        record["versions"] = {"npy": npy.version, "parquet": parquet.version}
+    expect = before.version if before is not None else "0"
+    store.write_bytes(names.done, json_bytes(record), durable=False, if_version=expect)
     return record
 
 
-def done_record(out: str, partition_id: int, fingerprint: str) -> dict | None:
+def done_record(out: str | OutputStore, partition_id: int, fingerprint: str) -> dict | None:
     """The done-marker if the shard is complete for this fingerprint, else None.
 
-    Cheap (sizes, not hashes): a deleted, truncated or stale shard is not done.
+    Cheap (sizes and versions, not hashes): a deleted, truncated, replaced or stale shard is
+    not done.
     """
-    paths = shard_paths(out, partition_id)
-    record = read_json(paths.done)
+    store = open_output(out) if isinstance(out, str) else out
+    names = shard_names(partition_id)
+    record = store.read_json(names.done)
     if not record or record.get("fingerprint") != fingerprint:
         return None
-    try:
-        if (
-            os.path.getsize(paths.npy) != record["npy_bytes"]
-            or os.path.getsize(paths.parquet) != record["parquet_bytes"]
-        ):
+    versions = record.get("versions") or {}
+    for kind, name in (("npy", names.npy), ("parquet", names.parquet)):
+        stat = store.stat(name)
+        if stat is None or stat.size != record.get(f"{kind}_bytes"):
             return None
-    except (OSError, KeyError):
-        return None
+        if kind in versions and stat.version != versions[kind]:
+            return None
     return record
 
 
 def invalidate(out: str, partition_id: int) -> None:
     """Forget a shard (its marker first), so the next run recomputes it."""
-    p = shard_paths(out, partition_id)
-    for path in (p.done, p.npy, p.parquet):
-        if os.path.exists(path):
-            os.unlink(path)
+    store, names = open_output(out), shard_names(partition_id)
+    for name in (names.done, names.npy, names.parquet):
+        store.delete(name)
 
 
 def failed_rows(out: str, partition_ids: list[int], limit: int = 500) -> list[dict]:
     """Rows whose status is not ok, from committed shards, in row order (at most `limit`)."""
+    store = open_output(out)
     rows: list[dict] = []
     for pid in sorted(partition_ids):
-        path = shard_paths(out, pid).parquet
-        if not os.path.exists(path):
+        name = shard_names(pid).parquet
+        if store.stat(name) is None:
             continue
-        table = read_parquet(path, columns=["row", "image_path", "status", "error"])
+        table = store.read_parquet(name, columns=["row", "image_path", "status", "error"])
         rows.extend(table.filter(pc.not_equal(table.column("status"), "ok")).to_pylist())
         if len(rows) >= limit:
             return rows[:limit]
@@ -110,9 +126,10 @@ def failed_rows(out: str, partition_ids: list[int], limit: int = 500) -> list[di
 
 def split_done(out: str, parts: list[PartitionPlan]) -> tuple[list[PartitionPlan], list[dict]]:
     """(partitions still to compute, done-markers of those already committed): asked once."""
+    store = open_output(out)
     todo, done = [], []
     for p in parts:
-        record = done_record(out, p.id, p.fingerprint)
+        record = done_record(store, p.id, p.fingerprint)
         if record is None:
             todo.append(p)
         else:

@@ -10,15 +10,17 @@ row normalized like the others would become a plausible-looking -mean/std image)
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numba
 import numpy as np
 
-from imgbatch.atomic_files import atomic_path, read_json, read_parquet, write_json
 from imgbatch.errors import UsageError
 from imgbatch.layout import IMAGES, INDEX, NORMALIZED, RUN
+from imgbatch.output.verify import npy_header
+from imgbatch.outstore.base import OutputStore, json_bytes, open_output
 
 BLOCK_ROWS = 4096
 
@@ -84,15 +86,19 @@ class ChannelStats:
         }
 
 
-def _blocks(path: str):
-    """Yield (start_row, uint8 block) read into one reused buffer (no memory map)."""
-    with open(path, "rb") as f:
-        if np.lib.format.read_magic(f) == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        if dtype != np.uint8 or fortran or len(shape) != 4 or shape[3] != 3:
-            raise UsageError(f"{path} is not a uint8 (N, S, S, 3) array")
+def _shape(f: BinaryIO, where: str) -> tuple[int, ...]:
+    """The (N, S, S, 3) shape of the uint8 .npy `f` is open on, left at its data."""
+    shape, fortran, dtype, _ = npy_header(f)
+    if dtype != np.uint8 or fortran or len(shape) != 4 or shape[3] != 3:
+        raise UsageError(f"{where} is not a uint8 (N, S, S, 3) array")
+    return shape
+
+
+def _blocks(store: OutputStore) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (start_row, uint8 block) of images.npy, read into one reused buffer."""
+    path = store.where(IMAGES)
+    with store.open_read(IMAGES) as f:
+        shape = _shape(f, path)
         n, row = shape[0], int(np.prod(shape[1:]))
         buf = np.empty((min(BLOCK_ROWS, max(n, 1)),) + tuple(shape[1:]), dtype=np.uint8)
         for start in range(0, n, BLOCK_ROWS):
@@ -103,20 +109,20 @@ def _blocks(path: str):
             yield start, view
 
 
-def _ok_mask(out: str) -> np.ndarray:
-    status = read_parquet(os.path.join(out, INDEX), columns=["status"]).column("status")
+def _ok_mask(store: OutputStore) -> np.ndarray:
+    status = store.read_parquet(INDEX, columns=["status"]).column("status")
     return np.asarray(status.to_numpy(zero_copy_only=False) == "ok")
 
 
 def channel_stats(out: str) -> ChannelStats:
     """Exact statistics of the ok rows of OUT/images.npy."""
-    path = os.path.join(out, IMAGES)
-    if not os.path.exists(path):
-        raise UsageError(f"{path} does not exist: run preprocess first")
-    ok = _ok_mask(out)
+    store = open_output(out)
+    if store.stat(IMAGES) is None:
+        raise UsageError(f"{store.where(IMAGES)} does not exist: run preprocess first")
+    ok = _ok_mask(store)
     total = np.zeros((2, 3), dtype=np.int64)
     pixels = 0
-    for start, block in _blocks(path):
+    for start, block in _blocks(store):
         keep = ok[start : start + len(block)]
         total += channel_sums(block, keep)
         pixels += int(keep.sum()) * block.shape[1] * block.shape[2]
@@ -128,24 +134,25 @@ def channel_stats(out: str) -> ChannelStats:
 def write_normalized(out: str, stats: ChannelStats) -> str:
     """OUT/images_f32.npy: (x - mean) / std per channel, float32, same shape and rows; rows
     that failed stay all zeros."""
-    src = os.path.join(out, IMAGES)
-    ok = _ok_mask(out)
+    store = open_output(out)
+    ok = _ok_mask(store)
     mean = np.asarray(stats.mean, dtype=np.float32)
     inv_std = np.asarray([1.0 / s if s > 0 else 0.0 for s in stats.std], dtype=np.float32)
-    dst = os.path.join(out, NORMALIZED)
-    shape = tuple(np.load(src, mmap_mode="r").shape)
-    with atomic_path(dst) as tmp, open(tmp, "wb") as f:
+    with store.open_read(IMAGES) as src:
+        shape = _shape(src, store.where(IMAGES))
+    with store.writing(NORMALIZED) as tmp, open(tmp, "wb") as f:
         np.lib.format.write_array_header_2_0(
             f, {"descr": "<f4", "fortran_order": False, "shape": shape}
         )
-        for start, block in _blocks(src):
+        for start, block in _blocks(store):
             f.write(standardize_block(block, ok[start : start + len(block)], mean, inv_std))
-    return dst
+    return store.where(NORMALIZED)
 
 
 def update_run_stats(out: str, normalize: bool = False) -> dict:
     """Compute the statistics, record them in run.json, optionally write images_f32.npy."""
-    run = read_json(os.path.join(out, RUN))
+    store = open_output(out)
+    run = store.read_json(RUN)
     if run is None:
         raise UsageError(f"{out} has no run.json: run preprocess first")
     stats = channel_stats(out)
@@ -153,5 +160,6 @@ def update_run_stats(out: str, normalize: bool = False) -> dict:
     if normalize:
         write_normalized(out, stats)
         run["stats"]["normalized"] = NORMALIZED
-    write_json(os.path.join(out, RUN), run)
+    before = store.stat(RUN)
+    store.write_bytes(RUN, json_bytes(run), if_version=before.version if before else "0")
     return run["stats"]

@@ -1,16 +1,17 @@
-"""Check a finished output folder against its own run.json, the set's commit record."""
+"""Check a finished output (a folder or gs://) against its own run.json, the set's commit record."""
 
 from __future__ import annotations
 
-import os
+import hashlib
+from typing import BinaryIO
 
 import numpy as np
 
-from imgbatch.atomic_files import file_digest, read_json, read_parquet
+from imgbatch.atomic_files import HASH_BLOCK
 from imgbatch.errors import PermanentError
-from imgbatch.layout import IMAGES, INDEX, JOURNAL, OUTPUT_FORMAT, PREVIEW, RUN
-from imgbatch.output.publish import recover
+from imgbatch.layout import IMAGES, INDEX, OUTPUT_FORMAT, PREVIEW, RUN
 from imgbatch.output.writer_lock import output_lock
+from imgbatch.outstore.base import OutputStore, open_output
 
 
 def verify_output(out: str, hashes: bool = True) -> dict:
@@ -18,47 +19,71 @@ def verify_output(out: str, hashes: bool = True) -> dict:
 
     An interrupted publish is finished first (taking the output lock: OutputBusy while a
     run is writing OUT). Checks: images.npy, index.parquet and preview.png have the size
-    and (with `hashes`, which reads every byte) the sha256 that run.json records; the array's
-    shape and dtype; index.parquet has one row per array row, in order; flagged rows are
-    zero-filled.
+    (and on a bucket the generation) and, with `hashes`, which reads every byte, the sha256
+    that run.json records; the array's shape and dtype; index.parquet has one row per array
+    row, in order; flagged rows are zero-filled.
     """
-    if os.path.exists(os.path.join(out, JOURNAL)):
+    store = open_output(out)
+    if not store.settled({}):
         with output_lock(out, "verify_output"):
-            recover(out)
-    run = read_json(os.path.join(out, RUN))
+            store.recover()
+    run = store.read_json(RUN)
     if run is None:
         raise PermanentError(f"{out}: no readable run.json; the run has not finished")
     if run.get("format") != OUTPUT_FORMAT or not isinstance(run.get("files"), dict):
         raise PermanentError(f"{out}/{RUN} was not written by this imgbatch (no {OUTPUT_FORMAT})")
     for name in (IMAGES, INDEX, PREVIEW):
-        _check_file(out, name, run["files"].get(name), hashes)
-    path = os.path.join(out, IMAGES)
-    images = np.load(path, mmap_mode="r")
-    if images.dtype != np.uint8 or list(images.shape) != run["shape"]:
-        raise PermanentError(f"{path}: {images.shape} {images.dtype}, run.json {run['shape']}")
-    index = read_parquet(os.path.join(out, INDEX), columns=["row", "status"])
-    rows = index.column("row").to_numpy()
-    if not np.array_equal(rows, np.arange(images.shape[0])):
-        raise PermanentError(f"{out}/{INDEX}: rows are not 0..N-1 in order")
-    status = index.column("status").to_numpy(zero_copy_only=False)
-    for i in np.flatnonzero(status != "ok"):
-        if images[i].any():
-            raise PermanentError(f"row {i} is flagged {status[i]} but not zero-filled")
+        _check_file(store, name, run["files"].get(name), hashes)
+    version = run["files"][IMAGES].get("generation")
+    index = store.read_parquet(INDEX, columns=["row", "status"])
+    with store.open_read(IMAGES, version) as f:
+        shape, _, dtype, offset = npy_header(f)
+        if dtype != np.uint8 or list(shape) != run["shape"]:
+            raise PermanentError(f"{store.where(IMAGES)}: {shape} {dtype}, run.json {run['shape']}")
+        rows = index.column("row").to_numpy()
+        if not np.array_equal(rows, np.arange(shape[0])):
+            raise PermanentError(f"{out}/{INDEX}: rows are not 0..N-1 in order")
+        status = index.column("status").to_numpy(zero_copy_only=False)
+        row_bytes = int(np.prod(shape[1:]))
+        for i in np.flatnonzero(status != "ok"):
+            f.seek(offset + int(i) * row_bytes)
+            if any(f.read(row_bytes)):
+                raise PermanentError(f"row {i} is flagged {status[i]} but not zero-filled")
     return run
 
 
-def _check_file(out: str, name: str, record: dict | None, hashes: bool) -> None:
-    """The file is the one run.json recorded: same size, same sha256."""
-    path = os.path.join(out, name)
+def npy_header(f: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, fortran order, dtype, offset of the data) of the .npy file `f` is open on,
+    read from its header alone; `f` is left at the data."""
+    if np.lib.format.read_magic(f) == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    else:
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    return shape, fortran, dtype, f.tell()
+
+
+def _check_file(store: OutputStore, name: str, record: dict | None, hashes: bool) -> None:
+    """The file is the one run.json recorded: same size (and generation), same sha256."""
+    path = store.where(name)
     if record is None:
-        raise PermanentError(f"{out}/{RUN} records no {name}")
-    try:
-        size = os.path.getsize(path)
-    except OSError:
-        raise PermanentError(f"{path} is missing (run.json records it)") from None
-    if size != record["bytes"]:
+        raise PermanentError(f"{store.url}/{RUN} records no {name}")
+    stat = store.stat(name)
+    if stat is None:
+        raise PermanentError(f"{path} is missing (run.json records it)")
+    if stat.size != record["bytes"]:
+        says = record["bytes"]
         raise PermanentError(
-            f"{path} is out of step with run.json: {size} bytes, run.json says {record['bytes']}"
+            f"{path} is out of step with run.json: {stat.size} bytes, run.json says {says}"
         )
-    if hashes and file_digest(path)[0] != record["sha256"]:
+    if "generation" in record and stat.version != record["generation"]:
+        raise PermanentError(f"{path} is out of step with run.json: it was replaced since")
+    if hashes and _sha256(store, name, stat.version) != record["sha256"]:
         raise PermanentError(f"{path} is out of step with run.json: its sha256 differs")
+
+
+def _sha256(store: OutputStore, name: str, version: str | None) -> str:
+    digest = hashlib.sha256()
+    with store.open_read(name, version) as f:
+        while block := f.read(HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,39 +1,15 @@
-"""One writer per output folder: an exclusive flock on OUT/.imgbatch.lock for the whole run.
-
-Two runs on the same OUT would both compute every partition (correct bytes, double the
-work); the second one is told who holds the folder instead. The lock is the kernel's
-(`fcntl.flock`), so when the holder dies, even by SIGKILL, the kernel releases it and the
-next run simply takes it over: there is no stale lock to clean up. The file itself stays
-(deleting it would let two processes lock two different inodes of the same name); it holds
-the holder's pid, host, start time and label, and is emptied on release.
-
-Scope: flock is per open file. Children made with os.fork inherit the lock and keep it
-while they live; imgbatch's process pools use forkserver, which does not inherit it.
-
-NFS: Linux emulates flock on NFS with POSIX byte-range locks, so it holds across clients
-when the NFS lock service works (NFSv4, or NFSv3 with lockd); a client that dies loses its
-lock only when the server's lease expires (NFSv4: about 90 s). Mounted with `nolock`, or on
-FUSE filesystems such as gcsfuse, the lock is local to one machine and does not protect
-OUT against a writer on another machine.
-"""
+"""One writer per OUT, whatever holds it: flock on a folder, a leased lock object on a bucket
+(imgbatch.outstore). A second run is told who holds OUT instead of doubling the work."""
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from datetime import datetime
+from contextlib import contextmanager
 
-from imgbatch.atomic_files import LockBusy, described_write_errors, exclusive_lock
-from imgbatch.errors import UsageError
-from imgbatch.layout import LOCK_NAME
+from imgbatch.outstore.base import open_output
+from imgbatch.outstore.holder import OutputBusy
 
-
-class OutputBusy(UsageError):
-    """Another live process holds OUT's lock: wait for it or use another --out."""
+__all__ = ["OutputBusy", "output_lock", "read_holder"]
 
 
 @contextmanager
@@ -43,65 +19,10 @@ def output_lock(out: str, label: str, wait: float = 0) -> Iterator[dict]:
     Waits up to `wait` seconds for a current holder to finish, then raises OutputBusy with
     one line naming it. `label` says what this run is, e.g. "flow run fancy-cat (<id>)".
     """
-    os.makedirs(out, exist_ok=True)
-    with ExitStack() as held:
-        try:
-            fd = held.enter_context(exclusive_lock(os.path.join(out, LOCK_NAME), wait))
-        except LockBusy:
-            raise OutputBusy(busy_message(out, _holder_soon(out))) from None
-        holder = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "started": datetime.now().astimezone().isoformat(timespec="seconds"),
-            "label": label,
-        }
-        # Not fsynced: the record only names the holder to a second run (a crashed holder's
-        # lock is free anyway), and an fsync can wait seconds behind other files' writeback.
-        with described_write_errors(os.path.join(out, LOCK_NAME)):  # e.g. a full disk
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(holder).encode(), 0)
-        try:
-            yield holder
-        finally:
-            os.ftruncate(fd, 0)
+    with open_output(out).lock(label, wait) as holder:
+        yield holder
 
 
 def read_holder(out: str) -> dict | None:
-    """What the current (or last) holder recorded, or None when the lock file is empty."""
-    try:
-        with open(os.path.join(out, LOCK_NAME)) as f:
-            doc = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-def _holder_soon(out: str) -> dict | None:
-    """The holder's record; a holder that has just locked writes it a moment later."""
-    for _ in range(5):
-        holder = read_holder(out)
-        if holder:
-            return holder
-        time.sleep(0.05)
-    return None
-
-
-def busy_message(out: str, holder: dict | None) -> str:
-    """One line: who writes OUT, since when, and what to do."""
-    advice = "wait for it or use another --out"
-    if not holder:
-        return f"{out} is being written by another process; {advice}"
-    return (
-        f"{out} is being written by pid {holder.get('pid')} on host {holder.get('host')} "
-        f"since {_since(holder.get('started', ''))} ({holder.get('label')}); {advice}"
-    )
-
-
-def _since(started: str) -> str:
-    """HH:MM:SS in local time, with the date when it is not today."""
-    try:
-        t = datetime.fromisoformat(started).astimezone()
-    except ValueError:
-        return started or "an unknown time"
-    today = datetime.now().astimezone().date()
-    return t.strftime("%H:%M:%S" if t.date() == today else "%Y-%m-%d %H:%M:%S")
+    """What the current (or last) holder recorded, or None when nobody holds OUT."""
+    return open_output(out).holder()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from functools import cache, lru_cache
 from pathlib import Path
@@ -20,9 +19,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from imgbatch import __version__
-from imgbatch.atomic_files import atomic_path, remove_stale_temps
 from imgbatch.errors import UsageError
-from imgbatch.layout import PLAN_FILE, SHARDS_DIR
+from imgbatch.layout import PLAN_FILE
+from imgbatch.outstore.base import OutputStore, locate, open_output
 from imgbatch.pixels.images import pixel_libraries
 from imgbatch.pixels.spec import ImageSpec
 from imgbatch.plan.rows import partitions, read_paths
@@ -123,15 +122,14 @@ def make_plan(
     """Read the CSV, stat/list the sources once, write the plan file, fingerprint partitions."""
     paths = read_paths(csv_path, column)
     identities = storage.identities(paths)
-    os.makedirs(out, exist_ok=True)
-    for folder in (out, os.path.join(out, SHARDS_DIR)):
-        remove_stale_temps(folder)
-    plan_file = os.path.join(out, PLAN_FILE)
+    store = open_output(out)
+    store.prepare()
     libraries = pixel_libraries()
-    note = libraries_note(_last_libraries(plan_file), libraries)
+    last = _last_metadata(store)
+    note = libraries_note(_last_libraries(last), libraries)
     if note:
         log.warning(note)
-    _write_rows(plan_file, paths, identities, partition_size, libraries)
+    _write_rows(store, last, paths, identities, partition_size, libraries)
     code = code_version(libraries)
     plans = [
         PartitionPlan(
@@ -151,29 +149,41 @@ def make_plan(
     ]
     missing = (p for p, i in zip(paths, identities, strict=True) if i in (None, "invalid"))
     found = sum(i not in (None, "invalid") for i in identities)
+    plan_file = store.where(PLAN_FILE)
     return Plan(len(paths), plan_file, plans, found, next(missing, None), note)
 
 
-def _last_libraries(path: str) -> dict | None:
-    """The pixel libraries recorded in the plan file there, if any."""
+def _last_metadata(store: OutputStore) -> dict:
+    """The key-value metadata of the plan file in OUT ({} when there is none readable)."""
     try:
-        return json.loads(pq.read_schema(path).metadata[_LIBRARIES_KEY])
-    except (OSError, AttributeError, KeyError, TypeError, ValueError, pa.ArrowInvalid):
+        with store.open_read(PLAN_FILE) as f:
+            return pq.read_schema(f).metadata or {}
+    except (OSError, pa.ArrowInvalid):
+        return {}
+
+
+def _last_libraries(metadata: dict) -> dict | None:
+    """The pixel libraries the last plan file recorded, if any."""
+    try:
+        return json.loads(metadata[_LIBRARIES_KEY])
+    except (KeyError, TypeError, ValueError):
         return None
 
 
 def _write_rows(
-    path: str, paths: list[str], identities: list, partition_size: int, libraries: dict
+    store: OutputStore,
+    last: dict,
+    paths: list[str],
+    identities: list,
+    partition_size: int,
+    libraries: dict,
 ) -> None:
-    """Write the plan file unless the one there holds the same rows (and records the same
-    pixel libraries): a no-op rerun writes none."""
+    """Write the plan file unless the one there (its metadata `last`) holds the same rows and
+    records the same pixel libraries: a no-op rerun writes none."""
     doc = [partition_size, paths, identities, libraries]
     digest = hashlib.sha256(json.dumps(doc, separators=(",", ":")).encode()).hexdigest()
-    try:
-        if pq.read_schema(path).metadata.get(_DIGEST_KEY) == digest.encode():
-            return
-    except (OSError, AttributeError, pa.ArrowInvalid):
-        pass
+    if last.get(_DIGEST_KEY) == digest.encode():
+        return
     table = pa.table(
         {
             "row": pa.array(range(len(paths)), pa.int64()),
@@ -183,21 +193,27 @@ def _write_rows(
     ).replace_schema_metadata(
         {_DIGEST_KEY: digest, _LIBRARIES_KEY: json.dumps(libraries, sort_keys=True)}
     )
-    with atomic_path(path) as tmp:
+    with store.writing(PLAN_FILE) as tmp:
         pq.write_table(table, tmp, row_group_size=partition_size)
 
 
 def read_rows(plan_file: str, partition_id: int) -> list[str]:
-    """The image paths of one partition (its own row group only)."""
-    st = os.stat(plan_file)
-    footer = _footer(plan_file, st.st_ino, st.st_mtime_ns, st.st_size)
-    with pq.ParquetFile(plan_file, metadata=footer) as f:
+    """The image paths of one partition (its own row group only); `plan_file` is a path or
+    a gs:// URL."""
+    store, name = locate(plan_file)
+    stat = store.stat(name)
+    if stat is None:
+        raise FileNotFoundError(f"{plan_file} does not exist")
+    footer = _footer(plan_file, stat.version, stat.size)
+    with store.open_read(name, stat.version) as raw, pq.ParquetFile(raw, metadata=footer) as f:
         return f.read_row_group(partition_id, columns=["image_path"])["image_path"].to_pylist()
 
 
 @lru_cache(maxsize=4)
-def _footer(plan_file: str, inode: int, mtime_ns: int, size: int) -> pq.FileMetaData:
+def _footer(plan_file: str, version: str | None, size: int) -> pq.FileMetaData:
     """The plan's footer, parsed once per process and version of the file (a rewrite is a
-    new inode): it lists every row group, so parsing it per partition grows with the
+    new version): it lists every row group, so parsing it per partition grows with the
     partition count (`python -m benchmarks.scale`, "each extra partition")."""
-    return pq.read_metadata(plan_file)
+    store, name = locate(plan_file)
+    with store.open_read(name, version) as f:
+        return pq.read_metadata(f)

@@ -33,13 +33,14 @@ MAY_IMPORT = {
 BASE = {"errors", "layout", "atomic_files", "upstream", "timeouts"}
 CORE_MAY_IMPORT = {
     "storage": {"storage"},
+    "outstore": {"outstore", "storage"},
     "pixels": {"pixels"},
     "acquire": {"acquire", "storage"},
-    "plan": {"plan", "storage", "pixels"},
-    "output": {"output", "plan", "storage", "pixels"},
+    "plan": {"plan", "outstore", "storage", "pixels"},
+    "output": {"output", "plan", "outstore", "storage", "pixels"},
     "compute": {"compute", "output", "plan", "storage", "pixels"},
     "params": {"compute", "pixels"},
-    "preflight": {"params", "plan", "acquire", "storage"},
+    "preflight": {"params", "plan", "acquire", "outstore", "storage"},
     "pipeline": {"preflight", "params", "compute", "output", "plan", "storage", "pixels"},
 }
 

@@ -31,6 +31,7 @@ from imgbatch.atomic_files import (
     write_json,
 )
 from imgbatch.layout import JOURNAL
+from imgbatch.outstore.base import Publication
 
 JOURNAL_FORMAT = "imgbatch-publish/1"
 
@@ -44,22 +45,14 @@ class Staged:
     inode: int  # kept by the rename: tells the new file at the final name from the old one
 
 
-class Publication:
-    """Staged files of one publish; those not published are deleted when the block ends.
-
-    with Publication(out) as pub:
-        tmp = pub.new("images.npy"); write tmp; pub.done("images.npy")
-        ...
-        pub.commit(remove=["images_f32.npy"])
-    """
+class JournalPublication(Publication):
+    """Staged files of one publish in a folder; those not published are deleted when the
+    block ends (see base.Publication for the use)."""
 
     def __init__(self, out: str) -> None:
         self.out = out
         self.paths: dict[str, str] = {}
         self.staged: dict[str, Staged] = {}
-
-    def __enter__(self) -> Publication:
-        return self
 
     def __exit__(self, *exc: object) -> None:
         for path in self.paths.values():
@@ -125,7 +118,7 @@ def _state(out: str, entry: dict) -> str:
 def recover(out: str) -> str | None:
     """Finish a publish that was interrupted; say what was done (None: nothing to do).
 
-    Call it holding outlock.output_lock(out, ...), before anything else reads or writes OUT.
+    Call it holding the folder's lock (folder_lock), before anything else reads or writes OUT.
     Also deletes temp and staged files of killed writers (their journal never got written).
     """
     path = os.path.join(out, JOURNAL)
