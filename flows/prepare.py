@@ -7,18 +7,15 @@ a Retry of a failed run redoes only what did not finish.
 """
 
 import os
-import time
 
 from prefect import flow, tags
 from prefect.states import Completed, State
 
-from imgbatch.atomic_files import read_json
 from imgbatch.flows.download import download_archives
 from imgbatch.flows.naming import named
 from imgbatch.flows.preprocess import preprocess_images
 from imgbatch.flows.states import fails_cleanly
 from imgbatch.flows.upload import upload_tree
-from imgbatch.output.shards import shard_paths
 from imgbatch.params import PrepareParams
 from imgbatch.preflight import check_prepare
 from imgbatch.tasks.report import publish_summary
@@ -42,19 +39,10 @@ def prepare_dataset(params: PrepareParams) -> State:
         if params.upload_to:
             upload_tree(params.upload(images))
             images = params.upload_to
-        started = time.time()
         state = preprocess_images(params.preprocess(images), return_state=True)
     if not state.is_completed():
         return state
     run = state.result()
     if run["assembled"]:
-        results = stage_results(params.out, run["partitions"], started)
-        publish_summary(params.out, results, {}, run, state.message)
+        publish_summary(params.out, run["results"], {}, run, state.message)
     return Completed(message=state.message, data=run)
-
-
-def stage_results(out: str, partitions: int, since: float) -> list[dict]:
-    """The preprocess stage's partition summaries, read back from OUT's done-markers so this
-    run carries the summary too (a marker written after `since` was computed by this run)."""
-    markers = [shard_paths(out, pid).done for pid in range(partitions)]
-    return [{**read_json(m), "computed": os.path.getmtime(m) >= since} for m in markers]

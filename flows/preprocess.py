@@ -65,7 +65,9 @@ def preprocess_images(params: PreprocessParams) -> State:
         return failed_with(PartitionsFailed(outcome.note))
     if outcome.run is None:
         return Completed(message=outcome.note, data={"assembled": False})
-    return Completed(message=outcome.note, data={"assembled": True, **outcome.run})
+    return Completed(
+        message=outcome.note, data={"assembled": True, **outcome.run, "results": outcome.results}
+    )
 
 
 def writer_label() -> str:

@@ -182,7 +182,8 @@ class PreprocessParams(ImageOptions, ImagesRoot):
     def absolute(self) -> PreprocessParams:
         """Local paths made absolute, so run.json and fingerprints do not depend on the cwd."""
         images = self.images if "://" in self.images else os.path.abspath(self.images)
-        paths = {"csv": os.path.abspath(self.csv), "out": os.path.abspath(self.out)}
+        out = self.out if "://" in self.out else os.path.abspath(self.out)
+        paths = {"csv": os.path.abspath(self.csv), "out": out}
         return self.model_copy(update={**paths, "images": images})
 
 

@@ -45,7 +45,11 @@ def check_images_root(root: str) -> None:
 
 
 def check_out(out: str) -> None:
-    """OUT is a folder we can write, or can be created."""
+    """OUT is a folder we can write, or can be created; or gs://BUCKET/PREFIX with a valid
+    bucket name (whether the bucket exists is answered by taking OUT's lock, first thing)."""
+    if is_gcs_url(out):
+        check_gcs_url(out)
+        return
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"out {out!r} is a file, not a folder")
     probe = out
@@ -134,7 +138,7 @@ def check_prepare(params: PrepareParams) -> PrepareParams:
         update={
             "work": work,
             "csv": os.path.abspath(params.csv),
-            "out": os.path.abspath(params.out),
+            "out": params.out if is_gcs_url(params.out) else os.path.abspath(params.out),
         }
     )
     check_download(params.download())

@@ -161,7 +161,6 @@ def prefect_engine_exited(record: logging.LogRecord) -> bool:
     )
 
 
-
 def prefect_execution_exited(record: logging.LogRecord) -> bool:
     """True for the line (traceback attached) `python -m prefect.engine` logs on its console
     when the flow run raised before it had a final state."""

@@ -31,6 +31,7 @@ from prefect.runtime import flow_run
 from imgbatch.layout import PREVIEW
 from imgbatch.output.preview import preview_jpeg
 from imgbatch.output.shards import failed_rows
+from imgbatch.storage.urls import is_gcs_url
 from imgbatch.tasks.progress import ThrottledProgress
 
 PROGRESS_SECONDS = 2.0
@@ -39,7 +40,8 @@ PROGRESS_SECONDS = 2.0
 def artifact_key(out: str, what: str) -> str:
     """imgbatch-<folder name>-<hash of the path>-<what>: lowercase, digits and dashes."""
     name = re.sub(r"[^a-z0-9]+", "-", os.path.basename(out.rstrip("/")).lower()).strip("-")
-    digest = hashlib.sha256(os.path.abspath(out).encode()).hexdigest()[:8]
+    where = out.rstrip("/") if is_gcs_url(out) else os.path.abspath(out)
+    digest = hashlib.sha256(where.encode()).hexdigest()[:8]
     return f"imgbatch-{name[:40] or 'out'}-{digest}-{what}"
 
 
@@ -83,7 +85,7 @@ def publish_summary(
     failures: dict[int, str],
     run: dict | None,
     note: str,
-    progress: ProgressArtifact,
+    progress: ProgressArtifact | None = None,
 ) -> None:
     """Markdown summary (counts by status, partitions, output) and tables of what failed;
     then the earlier attempts' cards of this flow run are deleted."""
@@ -110,7 +112,7 @@ def publish_summary(
     if run:
         lines += ["", f"- images.npy shape {run['shape']}, sha256 `{run['images_sha256']}`"]
         lines += ["", *preview_lines(out)]
-    made = [progress.artifact.id]
+    made = [progress.artifact.id] if progress else []
     made.append(
         create_markdown_artifact(
             "\n".join(lines),

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
 
 def check(args: argparse.Namespace) -> StatsParams:
     params = StatsParams.checked(**values(args, StatsParams))
-    if not os.path.isfile(os.path.join(params.out, "run.json")):
+    if "://" not in params.out and not os.path.isfile(os.path.join(params.out, "run.json")):
         raise UsageError(f"{params.out} has no run.json: run imgbatch preprocess first")
     return params
 

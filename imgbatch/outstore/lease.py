@@ -23,7 +23,7 @@ from datetime import datetime
 
 from google.api_core import exceptions as api_exc
 
-from imgbatch.errors import PermanentError
+from imgbatch.errors import PermanentError, UsageError
 from imgbatch.outstore.holder import OutputBusy, busy_message, new_holder
 from imgbatch.storage.gcs_client import RetryPolicy, call_endpoint, endpoint, translate
 
@@ -82,6 +82,10 @@ class Lease:
             except api_exc.PreconditionFailed:
                 now, data = self._read()
                 return now if data == body else None  # ours when the answer was lost
+            except api_exc.NotFound:  # the first write to OUT: before any work is done
+                raise UsageError(
+                    f"out {self.url}: bucket gs://{self.bucket.name} does not exist"
+                ) from None
             except Exception as exc:
                 raise translate(exc, f"writing the lock {self.url}") from exc
             return blob.generation
