@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers.gcs import _new_bucket, direct_client
+from helpers.gcs import FaultProxy, _new_bucket, direct_client
 
 from imgbatch.params import PreprocessParams
 from imgbatch.pipeline import preprocess
@@ -98,6 +98,49 @@ def test_killed_on_one_machine_finished_on_another_sharing_only_the_bucket(gcs_e
     array = client.bucket(bucket).blob("out/images.npy").download_as_bytes()
     assert hashlib.sha256(array).hexdigest() == run["images_sha256"]
     assert array == (local / "images.npy").read_bytes()
+
+
+def test_a_store_that_stops_mid_run_fails_in_one_line_and_the_rerun_completes(
+    gcs_emulator, make_dataset, tmp_path
+):
+    """The store goes away (its port refuses) after two partitions are committed: the run
+    fails in one line, those stay committed, and the rerun, once the store is back,
+    computes only the rest."""
+    csv, root, _ = make_dataset(60, min_side=300, max_side=500)
+    bucket, client = _new_bucket(gcs_emulator), direct_client(gcs_emulator.url)
+    proxy = FaultProxy(gcs_emulator.url)
+    home, env = machine(tmp_path, "m", proxy.url)
+    command = [*COMMAND, "preprocess", "--csv", csv, "--images", root, "--out",
+               f"gs://{bucket}/out", "--partition-size", "5", "--workers", "1",
+               "--executor", "threads", "--retries", "0"]  # fmt: skip
+    with open(home / "stderr", "w") as err:
+        proc = subprocess.Popen(command, cwd=home, env=env, stderr=err, stdout=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while len(done_records(client, bucket)) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        proxy.stop()
+    assert proc.wait(timeout=240) == 1
+    stderr = (home / "stderr").read_text()
+    assert "Traceback" not in stderr, stderr[-3000:]
+    [line] = [ln for ln in stderr.splitlines() if ln.startswith("imgbatch preprocess:")]
+    assert line.startswith("imgbatch preprocess: failed: ")
+    # whichever noticed first: a partition's write, or the lease that could not be renewed
+    assert "partitions failed" in line or "stopping, nothing more committed" in line, line
+    committed = done_records(client, bucket)
+    assert 2 <= len(committed) < 12
+
+    time.sleep(LEASE_SECONDS + 0.5)  # the failed run could not release its lock: it expires
+    env["STORAGE_EMULATOR_HOST"] = gcs_emulator.url  # the store is back
+    rerun = subprocess.run(command, cwd=home, env=env, capture_output=True, text=True,
+                           timeout=300)  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    after = done_records(client, bucket)
+    assert len(after) == 12 and {n: after[n] for n in committed} == committed
+    run = json.loads(client.bucket(bucket).blob("out/run.json").download_as_bytes())
+    assert run["reused_partitions"] >= len(committed) and run["rows"] == 60
 
 
 def test_an_out_bucket_that_does_not_exist_is_one_line_and_exit_2(
