@@ -59,6 +59,11 @@ def form_first(*names: str) -> Callable[[dict[str, Any]], None]:
     return reorder
 
 
+def absolute(path: str) -> str:
+    """A local path made absolute; a URL (gs://...) as it is."""
+    return path if "://" in path else os.path.abspath(path)
+
+
 class Params(BaseModel):
     """Shared behaviour: strict field names, one-line errors."""
 
@@ -166,8 +171,11 @@ class ImageOptions(Params):
 class Destination(Params):
     """The CSV a run reads and the folder it writes: first in every form."""
 
-    csv: str = Field(description="CSV file with one row per image")
-    out: str = Field(description="output folder: images.npy, index.parquet, run.json, preview.png")
+    csv: str = Field(description="CSV file (or gs://BUCKET/OBJECT) with one row per image")
+    out: str = Field(
+        description="output folder (or gs://BUCKET/PREFIX): images.npy, index.parquet, run.json, "
+        "preview.png"
+    )
 
 
 class ImagesRoot(Destination):
@@ -181,10 +189,9 @@ class PreprocessParams(ImageOptions, ImagesRoot):
 
     def absolute(self) -> PreprocessParams:
         """Local paths made absolute, so run.json and fingerprints do not depend on the cwd."""
-        images = self.images if "://" in self.images else os.path.abspath(self.images)
-        out = self.out if "://" in self.out else os.path.abspath(self.out)
-        paths = {"csv": os.path.abspath(self.csv), "out": out}
-        return self.model_copy(update={**paths, "images": images})
+        return self.model_copy(
+            update={n: absolute(getattr(self, n)) for n in ("csv", "images", "out")}
+        )
 
 
 class Archives(Params):

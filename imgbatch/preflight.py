@@ -17,19 +17,19 @@ import urllib.parse
 from pathlib import Path
 
 from imgbatch.errors import PermanentError, UsageError
-from imgbatch.params import DownloadParams, PrepareParams, PreprocessParams
-from imgbatch.plan.rows import check_csv
+from imgbatch.params import DownloadParams, PrepareParams, PreprocessParams, absolute
+from imgbatch.plan.rows import check_csv, csv_file
 from imgbatch.storage.urls import is_gcs_url
 from imgbatch.timeouts import CONNECT_TIMEOUT
 
 
-def check_has_rows(path: str) -> None:
-    """The CSV has a row after its header (its header was checked by check_csv)."""
-    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+def check_has_rows(name: str) -> None:
+    """The CSV (a path or a gs:// URL) has a row after its header (checked by check_csv)."""
+    with open(csv_file(name), newline="", encoding="utf-8-sig", errors="replace") as f:
         records = csv.reader(f)
         next(records, None)
         if not any(any(field.strip() for field in row) for row in records):
-            raise UsageError(f"CSV {path!r} has a header but no rows")
+            raise UsageError(f"CSV {name!r} has a header but no rows")
 
 
 def check_images_root(root: str) -> None:
@@ -137,8 +137,8 @@ def check_prepare(params: PrepareParams) -> PrepareParams:
     params = params.model_copy(
         update={
             "work": work,
-            "csv": os.path.abspath(params.csv),
-            "out": params.out if is_gcs_url(params.out) else os.path.abspath(params.out),
+            "csv": absolute(params.csv),
+            "out": absolute(params.out),
         }
     )
     check_download(params.download())

@@ -2,9 +2,10 @@
 
 Sample archives are served on 127.0.0.1 (the first one's connection is cut once, so wget
 resumes it), downloaded and extracted, uploaded to a fake-gcs-server the demo starts on a
-free loopback port (its objects kept under WORKDIR/gcs), and preprocessed from gs://.
-Rerunning the demo reuses everything: the downloads, the extraction, the uploaded objects
-(same generations, so the upload skips them) and the done partitions.
+free loopback port (its objects kept under WORKDIR/gcs), and preprocessed from gs:// into
+WORKDIR/out, or with --out-gcs into gs://imgbatch-demo/out on the same emulator (verified
+there, while it runs). Rerunning the demo reuses everything: the downloads, the extraction,
+the uploaded objects (same generations, so the upload skips them) and the done partitions.
 """
 
 from __future__ import annotations
@@ -20,12 +21,18 @@ from imgbatch.errors import UsageError
 from imgbatch.params import PrepareParams
 
 BUCKET = "imgbatch-demo"
+GCS_OUT = f"gs://{BUCKET}/out"
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="run the whole job on built-in sample photos and verify it")
     p.add_argument("--workdir", default="demo-run", help="folder for sample data and output")
     p.add_argument("--rows", type=int, default=240, help="CSV rows to generate")
+    p.add_argument(
+        "--out-gcs",
+        action="store_true",
+        help=f"write the output to {GCS_OUT} on the demo's emulator instead of WORKDIR/out",
+    )
     p.set_defaults(check=check, run=run)
 
 
@@ -63,12 +70,12 @@ def _emulated_gcs(root: Path) -> Iterator[str]:
                 os.environ["STORAGE_EMULATOR_HOST"] = before
 
 
-def _params(workdir: Path, csv: Path, archives: list[Path], base: str) -> PrepareParams:
+def _params(workdir: Path, csv: Path, archives: list[Path], base: str, out: str) -> PrepareParams:
     return PrepareParams(
         urls=[f"{base}/{a.name}" for a in archives],
         csv=str(csv),
         work=str(workdir / "work"),
-        out=str(workdir / "out"),
+        out=out,
         sha256=[hashlib.sha256(a.read_bytes()).hexdigest() for a in archives],
         partition_size=50,
         waitretry=1.0,
@@ -80,8 +87,10 @@ def run(args: argparse.Namespace, params: None) -> int:
     from imgbatch.cli.demo_data import make_archives, serve_folder
     from imgbatch.cli.outcome import failed
     from imgbatch.flows.prepare import prepare_dataset
+    from imgbatch.output.verify import verify_output
 
     workdir = Path(args.workdir).resolve()
+    out = GCS_OUT if args.out_gcs else str(workdir / "out")
     csv, archives = make_archives(workdir, args.rows)
     print(
         f"sample data: {args.rows} CSV rows in {csv}; {len(archives)} archives in "
@@ -93,26 +102,25 @@ def run(args: argparse.Namespace, params: None) -> int:
         _emulated_gcs(workdir / "gcs") as gcs,
     ):
         print(f"GCS emulator (fake-gcs-server) on {gcs}, objects kept in {workdir / 'gcs'}")
-        state = prepare_dataset(_params(workdir, csv, archives, base), return_state=True)
+        state = prepare_dataset(_params(workdir, csv, archives, base, out), return_state=True)
+        verified = verify_output(out) if state.is_completed() else None  # OUT may be on it
     for archive in archives[:1]:
         print(log.resume_line(archive.name))
-    if not state.is_completed():
+    if verified is None:
         return failed(args.command, state)
-    _report(workdir)
+    _report(workdir, out, verified)
     return 0
 
 
-def _report(workdir: Path) -> None:
-    """Verify what the run wrote and say where it is."""
-    from imgbatch.output.verify import verify_output
-
-    out = workdir / "out"
-    result = verify_output(str(out))
+def _report(workdir: Path, out: str, result: dict) -> None:
+    """Say what the run wrote, verified (`result`: verify_output's), and where it is."""
     print(f"\nverified output in {out}/")
     print(f"  images.npy     uint8 {tuple(result['shape'])}, row i = CSV row i, sha256 checked")
     print("  index.parquet  row, image_path, status, error, width, height, partition")
     print(f"  run.json       parameters, counts {result['counts']}, timings")
-    print(f"  preview.png    contact sheet (flagged rows crossed in red): {out / 'preview.png'}")
+    print(f"  preview.png    contact sheet (flagged rows crossed in red): {out}/preview.png")
     print(f"  shards/        one committed shard per partition ({result['partitions']})")
     print(f"images read from gs://{BUCKET}/images (the local emulator)")
+    if out == GCS_OUT:
+        print(f"{out} is kept with the emulator's objects in {workdir / 'gcs'}/")
     print(f"downloads and extracted trees: {workdir / 'work'}/")

@@ -4,10 +4,11 @@ incremental and overwrite modes work.
 
 A dataset's identity is what decides which images land in which row: the CSV, its column,
 the images root and the pixel parameters. The CSV counts as the same when it has the same
-absolute path (new content there is a rerun: the partitions whose rows changed recompute)
-or the same sha256 (a moved or copied CSV). The sha256, not size + mtime, because a copy
-gets a new mtime and a rewrite can keep the size; hashing a CSV costs about a second per
-GB, and the CSV is read in full by the plan anyway.
+absolute path or gs:// URL (new content there is a rerun: the partitions whose rows changed
+recompute) or the same sha256 (a moved or copied CSV, also from a folder to a bucket). The
+sha256, not size + mtime (or a generation), because a copy gets a new mtime and generation
+and a rewrite can keep the size; hashing a CSV costs about a second per GB, and the CSV is
+read in full by the plan anyway (docs/decisions/csv-on-gcs.md).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from imgbatch.atomic_files import STAGED, TEMP, file_digest
-from imgbatch.errors import UsageError
+from imgbatch.errors import ImgbatchError, UsageError
 from imgbatch.layout import (
     IMAGES,
     INDEX,
@@ -36,6 +37,7 @@ from imgbatch.output.writer_lock import output_lock
 from imgbatch.outstore.base import OutputStore, open_output
 from imgbatch.pixels.spec import ImageSpec
 from imgbatch.plan.images_found import locate
+from imgbatch.plan.rows import csv_file
 from imgbatch.storage.urls import is_gcs_url
 
 OUTPUTS = (RUN, IMAGES, INDEX, PREVIEW, NORMALIZED)  # the commit record first
@@ -50,10 +52,10 @@ class OutputConflict(UsageError):
 
 def dataset_identity(csv: str, column: str, images: str, spec: ImageSpec) -> dict:
     """What a run would write, as recorded in run["dataset"] and compared by check_output."""
-    sha256, size = file_digest(csv)
+    sha256, size = file_digest(csv_file(csv))
     root = images.rstrip("/") if is_gcs_url(images) else str(Path(images).resolve())
     return {
-        "csv": os.path.abspath(csv),
+        "csv": csv if is_gcs_url(csv) else os.path.abspath(csv),
         "csv_sha256": sha256,
         "csv_bytes": size,
         "column": column,
@@ -148,9 +150,9 @@ def _root_hint(dataset: dict) -> str | None:
     if is_gcs_url(root):
         return None
     try:
-        with open(dataset["csv"], newline="", encoding="utf-8-sig") as f:
+        with open(csv_file(dataset["csv"]), newline="", encoding="utf-8-sig") as f:
             first = next(csv.DictReader(f), None) or {}
-    except (OSError, UnicodeDecodeError, csv.Error):
+    except (OSError, UnicodeDecodeError, csv.Error, ImgbatchError):
         return None
     rel = first.get(dataset["column"]) or ""
     if not rel or os.path.isfile(os.path.join(root, rel)):

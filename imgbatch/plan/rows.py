@@ -7,25 +7,38 @@ import os
 from dataclasses import dataclass
 
 from imgbatch.errors import UsageError
+from imgbatch.storage.local_file import local_file
+from imgbatch.storage.urls import is_gcs_url
 
 HEADER_BYTES = 1 << 16
 
 
-def check_csv(path: str, column: str) -> None:
-    """The CSV exists, its header decodes and names `column`."""
-    if not os.path.isfile(path):
-        raise UsageError(f"CSV {path!r} does not exist (or is not a file)")
+def check_csv(name: str, column: str) -> None:
+    """The CSV (a path or a gs:// URL) exists, its header decodes and names `column`."""
+    _check_header(csv_file(name), name, column)
+
+
+def csv_file(name: str) -> str:
+    """The local file holding the CSV `name`: itself, or a copy of a gs:// object's current
+    generation (fetched once per generation, crc32c-checked)."""
+    if not is_gcs_url(name) and not os.path.isfile(name):
+        raise UsageError(f"CSV {name!r} does not exist (or is not a file)")
+    return local_file(name, "CSV")
+
+
+def _check_header(path: str, name: str, column: str) -> None:
+    """The header of the local file `path` decodes and names `column` (messages say `name`)."""
     try:  # the first line alone: text mode would decode (and blame line 1 for) a whole buffer
         with open(path, "rb") as f:
             line = f.readline(HEADER_BYTES).decode("utf-8-sig")
         header = next(csv.reader([line]), [])
     except UnicodeDecodeError as exc:
-        raise UsageError(f"CSV {path!r} line 1 is not UTF-8 text: {exc.reason}") from None
+        raise UsageError(f"CSV {name!r} line 1 is not UTF-8 text: {exc.reason}") from None
     except (OSError, csv.Error) as exc:
-        raise UsageError(f"CSV {path!r} line 1 cannot be read: {exc}") from None
+        raise UsageError(f"CSV {name!r} line 1 cannot be read: {exc}") from None
     if column not in header:
         cols = ", ".join(header) or "none"
-        raise UsageError(f"CSV {path!r} has no column {column!r} (columns: {cols})")
+        raise UsageError(f"CSV {name!r} has no column {column!r} (columns: {cols})")
 
 
 @dataclass(frozen=True)
@@ -42,17 +55,19 @@ class Partition:
 
 
 def read_paths(csv_path: str, column: str) -> list[str]:
-    """The image path of every row, in CSV order; an empty cell stays an empty string.
+    """The image path of every row of the CSV (a path or a gs:// URL), in CSV order; an empty
+    cell stays an empty string.
 
     pyarrow reads it (the Parquet engine already): faster than pandas on a large CSV, and its
     errors name the line that does not parse (docs/decisions/csv-by-pyarrow.md)."""
     import pyarrow as pa  # here: the CLI imports check_csv, and its --help must stay light
     import pyarrow.csv as pcsv
 
-    check_csv(csv_path, column)
+    path = csv_file(csv_path)
+    _check_header(path, csv_path, column)
     try:
         table = pcsv.read_csv(
-            csv_path,
+            path,
             parse_options=pcsv.ParseOptions(newlines_in_values=True),
             convert_options=pcsv.ConvertOptions(
                 include_columns=[column],
@@ -62,7 +77,7 @@ def read_paths(csv_path: str, column: str) -> list[str]:
             ),
         )
     except pa.ArrowInvalid as exc:
-        raise UsageError(f"CSV {csv_path!r} cannot be read: {_cause(csv_path, exc)}") from None
+        raise UsageError(f"CSV {csv_path!r} cannot be read: {_cause(path, exc)}") from None
     paths = table.column(column).to_pylist()
     if not paths:
         raise UsageError(f"CSV {csv_path!r} has no rows")
@@ -75,17 +90,17 @@ def read_paths(csv_path: str, column: str) -> list[str]:
     return paths
 
 
-def _cause(csv_path: str, exc: Exception) -> str:
+def _cause(path: str, exc: Exception) -> str:
     """pyarrow's reason with the line it is about (read again, on this error path only):
     the first line that is not UTF-8, or the first row whose field count is off."""
-    with open(csv_path, "rb") as f:
+    with open(path, "rb") as f:
         for number, line in enumerate(f, 1):
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError as bad:
                 return f"line {number} is not UTF-8 text ({bad.reason} at byte {bad.start})"
     reason = str(exc).removeprefix("CSV parse error: ")
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         rows = csv.reader(f)
         width = len(next(rows, []))
         for row in rows:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from helpers.gcs import FaultProxy, _new_bucket, direct_client
+from helpers.gcs import machine as gcs_machine
 
 from imgbatch.params import PreprocessParams
 from imgbatch.pipeline import preprocess
@@ -31,18 +32,8 @@ COMMAND = [sys.executable, "-m", "imgbatch.cli.main"]
 
 
 def machine(tmp: Path, name: str, emulator_url: str) -> tuple[Path, dict[str, str]]:
-    """A working directory and an environment of one 'machine': its own PREFECT_HOME and
-    TMPDIR, no Prefect server, the emulator as the store."""
-    home = tmp / name
-    (home / "tmp").mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_HOME=str(home / "prefect"),
-        TMPDIR=str(home / "tmp"),
-        STORAGE_EMULATOR_HOST=emulator_url,
-        IMGBATCH_LEASE_SECONDS=str(LEASE_SECONDS),
-    )
-    return home, env
+    """One 'machine' (helpers.gcs.machine) whose lock leases last LEASE_SECONDS."""
+    return gcs_machine(tmp, name, emulator_url, IMGBATCH_LEASE_SECONDS=str(LEASE_SECONDS))
 
 
 def argv(csv: str, bucket: str) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -11,9 +12,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from imgbatch.cli.gcs_emulator import running_emulator
 from imgbatch.cli.main import main
 from imgbatch.output.verify import verify_output
+from imgbatch.outstore.base import open_output
 
 
 def emulator_processes(port: int) -> list[str]:
@@ -94,3 +98,28 @@ def test_demo_refuses_too_few_rows_in_one_line_before_writing(tmp_path, capsys) 
     assert code == 2
     assert err == "imgbatch demo: error: --rows must be at least 10, got 3"
     assert not workdir.exists()
+
+
+def test_demo_out_gcs_writes_and_verifies_its_output_on_the_emulator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workdir = tmp_path / "demo"
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "STORAGE_EMULATOR_HOST")
+    }
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    command = [sys.executable, "-m", "imgbatch.cli.main", "demo", "--workdir", str(workdir)]
+    proc = subprocess.run([*command, "--rows", "10", "--out-gcs"], env=env, capture_output=True,
+                          text=True, timeout=180)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "verified output in gs://imgbatch-demo/out/" in proc.stdout.splitlines()
+    assert not (workdir / "out").exists()
+
+    with running_emulator(workdir / "gcs") as emulator:  # the demo's objects, served again
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator.url)
+        result = verify_output("gs://imgbatch-demo/out")
+        images = np.load(io.BytesIO(open_output("gs://imgbatch-demo/out").read_bytes("images.npy")))
+    assert result["counts"] == {"corrupt": 3, "missing": 1, "ok": 6}
+    assert result["params"]["csv"] == str(workdir / "products.csv")
+    assert images.shape == (10, 64, 64, 3)
+    assert images[:6].any(axis=(1, 2, 3)).all() and not images[6:].any()

@@ -356,6 +356,22 @@ class GCSBucket:
         }
 
 
+def machine(tmp: Path, name: str, emulator_url: str, **env: str) -> tuple[Path, dict[str, str]]:
+    """A working directory and an environment of one "machine" that shares nothing but the
+    bucket: its own PREFECT_HOME and TMPDIR (under tmp/name), no Prefect server, the emulator
+    at `emulator_url` as the store, plus `env`."""
+    home = tmp / name
+    (home / "tmp").mkdir(parents=True)
+    own = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    own.update(
+        PREFECT_HOME=str(home / "prefect"),
+        TMPDIR=str(home / "tmp"),
+        STORAGE_EMULATOR_HOST=emulator_url,
+        **env,
+    )
+    return home, own
+
+
 def _new_bucket(emulator: Emulator) -> str:
     name = f"t-{uuid.uuid4().hex[:12]}"
     direct_client(emulator.url).create_bucket(name)
