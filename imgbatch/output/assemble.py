@@ -21,7 +21,10 @@ from __future__ import annotations
 import hashlib
 import io
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -38,6 +41,9 @@ from imgbatch.plan.run_plan import PartitionPlan, code_version
 # What the run that assembles did with the partitions: handed in with its timings (the
 # pipeline's), recorded at the top of run.json.
 PARTITION_COUNTS = ("computed_partitions", "reused_partitions")
+READ_AHEAD = 16  # done-records or index tables read at once from a remote store
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class ShardError(PermanentError):
@@ -56,7 +62,24 @@ class DamagedShard(ShardError):
 def done_records(out: str, parts: list[PartitionPlan]) -> dict[int, dict | None]:
     """Each partition's done-marker (None when not done for its fingerprint), read once."""
     store = open_output(out)
-    return {p.id: shards.done_record(store, p.id, p.fingerprint) for p in parts}
+    found = ahead(store, lambda p: shards.done_record(store, p.id, p.fingerprint), parts)
+    return {p.id: record for p, record in zip(parts, found, strict=True)}
+
+
+def ahead(store: OutputStore, fn: Callable[[T], R], items: list[T]) -> Iterator[R]:
+    """fn(item) for each item, in order; on a remote store up to READ_AHEAD at once on
+    threads, since each is a few round trips (memory: READ_AHEAD results at most)."""
+    if not store.remote:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(READ_AHEAD) as pool:
+        pending: deque[Future[R]] = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= READ_AHEAD:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def missing_partitions(out: str, parts: list[PartitionPlan]) -> list[int]:
@@ -239,9 +262,9 @@ def _write_index(
     """Concatenate the shards' index tables into `path`, checking each covers its rows."""
     written = 0
     writer = None
+    tables = ahead(store, lambda p: store.read_parquet(shards.shard_names(p.id).parquet), parts)
     try:
-        for p in parts:
-            table = store.read_parquet(shards.shard_names(p.id).parquet)
+        for p, table in zip(parts, tables, strict=True):
             rows = table.column("row").to_numpy()
             if len(rows) != p.stop - p.start or rows[0] != p.start or rows[-1] != p.stop - 1:
                 shards.invalidate(store.url, p.id)
