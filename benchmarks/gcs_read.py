@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -47,7 +48,7 @@ from imgbatch.pipeline import preprocess_run, run_here
 from imgbatch.sampledata import samples
 from imgbatch.storage.base import open_storage
 from imgbatch.storage.gcs_client import RetryPolicy, gs_url, make_client
-from tests.helpers.gcs import Emulator, direct_client
+from tests.helpers.gcs import MEDIA, Emulator, direct_client
 
 BUCKET = "bench"
 DECODERS_AT_SCALE = 16
@@ -55,23 +56,28 @@ DECODE_RATE_AT_SCALE = 2900  # images/s of 16 decode processes on a 16-core mach
 # project's design measured it (docs/decisions/threads-then-processes.md)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The proxy runs in its own process, so its Python work does not take this process's GIL.
+# Each line on its stdin asks for the requests and body bytes it forwarded since the last.
 PROXY = r"""
-import sys, time
-from tests.helpers.gcs import MEDIA, FaultProxy, Latency
+import json, sys
+from tests.helpers.gcs import FaultProxy, Latency
 proxy = FaultProxy(sys.argv[1])
 if float(sys.argv[2]):
-    proxy.set_latency(Latency(float(sys.argv[2]), method="GET", path=MEDIA))
+    proxy.set_latency(Latency(float(sys.argv[2]), method=sys.argv[3], path=sys.argv[4]))
 print(proxy.url, flush=True)
-sys.stdin.read()
+for _ in sys.stdin:
+    print(json.dumps(proxy.totals(clear=True)), flush=True)
 """
 
 
 class ProxyProcess:
-    """The tests' FaultProxy in front of `upstream`, holding each object GET `latency` s."""
+    """The tests' FaultProxy in front of `upstream`, holding each request that matches
+    `method` and `path` (default: object GETs) `latency` s."""
 
-    def __init__(self, upstream: str, latency: float) -> None:
+    def __init__(
+        self, upstream: str, latency: float, method: str = "GET", path: str = MEDIA
+    ) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", PROXY, upstream, str(latency)],
+            [sys.executable, "-c", PROXY, upstream, str(latency), method, path],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -80,6 +86,12 @@ class ProxyProcess:
         self.url = self.proc.stdout.readline().strip()
         if not self.url.startswith("http://"):
             raise RuntimeError("the latency proxy did not start")
+
+    def totals(self) -> dict[str, int]:
+        """Requests and body bytes (sent, received) through the proxy since the last call."""
+        self.proc.stdin.write("totals\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
 
     def stop(self) -> None:
         self.proc.stdin.close()  # the child exits at end of input

@@ -10,3 +10,11 @@ PLAN_FILE = "plan.parquet"  # the run's rows, one row group per partition
 SHARDS_DIR = "shards"  # part-NNNNN.{npy,parquet,done.json}
 JOURNAL = ".publish.json"  # an unfinished publish, finished or undone by the next run
 LOCK_NAME = ".imgbatch.lock"  # the one writer's lock
+
+
+def images_digest(run: dict) -> str:
+    """images.npy's digest as run.json records it, for one line: its sha256 where the array
+    passed through the machine that assembled it, else (composed on gs://) its crc32c."""
+    if digest := run.get("images_sha256"):
+        return f"sha256 {digest[:16]}..."
+    return f"crc32c {run['images_crc32c']}"

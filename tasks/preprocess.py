@@ -14,7 +14,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from imgbatch.compute.partition import PartitionSettings, run_partition
-from imgbatch.layout import IMAGES
+from imgbatch.layout import IMAGES, images_digest
 from imgbatch.params import PreprocessParams
 from imgbatch.pipeline import assemble_outputs as assemble_step
 from imgbatch.pipeline import plan_rows
@@ -52,11 +52,11 @@ def assemble_outputs(
     logger.info("assembling %d partitions into %s", len(plan.partitions), settings.out)
     run = assemble_step(settings, plan, params, timings, dataset)
     logger.info(
-        "wrote %s: %d rows, shape %s, sha256 %s..., %s",
+        "wrote %s: %d rows, shape %s, %s, %s",
         os.path.join(settings.out, IMAGES),
         run["rows"],
         tuple(run["shape"]),
-        run["images_sha256"][:16],
+        images_digest(run),
         ", ".join(f"{k}={v}" for k, v in sorted(run["counts"].items())),
     )
     return run

@@ -110,7 +110,8 @@ def publish_summary(
         *(f"| {k} | {v} |" for k, v in sorted(counts.items())),
     ]
     if run:
-        lines += ["", f"- images.npy shape {run['shape']}, sha256 `{run['images_sha256']}`"]
+        kind = "sha256" if run.get("images_sha256") else "crc32c"  # composed on gs://: crc32c
+        lines += ["", f"- images.npy shape {run['shape']}, {kind} `{run[f'images_{kind}']}`"]
         lines += ["", *preview_lines(out)]
     made = [progress.artifact.id] if progress else []
     made.append(

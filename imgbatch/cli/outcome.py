@@ -8,6 +8,7 @@ from typing import Any
 
 from imgbatch.cli.terminal import drain_events
 from imgbatch.errors import UsageError
+from imgbatch.layout import images_digest
 
 
 def failed(command: str, state) -> int:
@@ -38,7 +39,6 @@ def preprocess_result(command: str, state) -> int:
     def show(result: dict) -> None:
         print(state.message)
         if result.get("assembled"):
-            digest = result["images_sha256"][:16]
-            print(f"images.npy {tuple(result['shape'])} sha256 {digest}...")
+            print(f"images.npy {tuple(result['shape'])} {images_digest(result)}")
 
     return report(command, state, show)

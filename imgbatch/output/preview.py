@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -11,6 +13,9 @@ from PIL import Image, ImageDraw
 
 from imgbatch.atomic_files import atomic_path
 from imgbatch.outstore.base import locate
+
+# (start, length) -> those bytes of images.npy: a local file's, or a remote object's
+ReadRange = Callable[[int, int], bytes]
 
 GRID = 8
 MIN_TILE = 64
@@ -34,31 +39,37 @@ def _failed_among(index_parquet: str, rows: set[int]) -> set[int]:
     return failed
 
 
-def _read_row(path: str, offset: int, row: int, row_bytes: int, shape) -> np.ndarray:
-    """One row by pread: a memory map would pull whole page-cache folios into our RSS."""
-    with open(path, "rb") as f:
-        data = os.pread(f.fileno(), row_bytes, offset + row * row_bytes)
-    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
+def file_range(path: str) -> ReadRange:
+    """Byte ranges of a local file by pread: a memory map would pull whole page-cache folios
+    into our RSS."""
+
+    def read(start: int, length: int) -> bytes:
+        with open(path, "rb") as f:
+            return os.pread(f.fileno(), length, start)
+
+    return read
 
 
-def write_preview(path: str, images_npy: str, index_parquet: str) -> None:
-    """Up to 64 tiles from across the array; failed rows get a red cross."""
-    header = np.load(images_npy, mmap_mode="r")  # shape and data offset only
-    shape, offset = header.shape, header.offset
-    del header
+def write_preview(
+    path: str, shape: tuple[int, ...], offset: int, read: ReadRange, index_parquet: str
+) -> None:
+    """Up to 64 tiles from across the (N, S, S, 3) array whose data starts at `offset` of
+    the file `read` reads; failed rows get a red cross. Rows are read in parallel: on a
+    bucket each is a round trip."""
     rows = pick_rows(shape[0])
     failed = _failed_among(index_parquet, set(rows.tolist()))
     size = shape[1]
     row_bytes = int(np.prod(shape[1:]))
+    with ThreadPoolExecutor(8) as pool:
+        data = list(pool.map(lambda r: read(offset + int(r) * row_bytes, row_bytes), rows))
     tile = max(size, MIN_TILE)
     cols = min(GRID, len(rows))
     sheet = Image.new("RGB", (cols * tile, -(-len(rows) // cols) * tile), (40, 40, 40))
     draw = ImageDraw.Draw(sheet)
     for k, row in enumerate(rows):
         x, y = (k % cols) * tile, (k // cols) * tile
-        img = Image.fromarray(_read_row(images_npy, offset, row, row_bytes, shape[1:])).resize(
-            (tile, tile), Image.Resampling.NEAREST
-        )
+        pixels = np.frombuffer(data[k], dtype=np.uint8).reshape(shape[1:])
+        img = Image.fromarray(pixels).resize((tile, tile), Image.Resampling.NEAREST)
         sheet.paste(img, (x, y))
         if row in failed:
             draw.rectangle((x, y, x + tile - 1, y + tile - 1), outline=FAILED_COLOR, width=3)

@@ -3,6 +3,10 @@
 A shard is done only when all three exist and the done-marker (written last, atomically)
 holds the expected fingerprint and the byte sizes of the other two. The marker also keeps
 the sha256 of the image data so assembly can refuse a damaged shard.
+
+On a store that composes (gs://) the pixels are kept headerless instead, part-NNNNN.raw,
+with their crc32c in the marker: images.npy is then those objects concatenated on the
+bucket behind a header (docs/decisions/compose-images.md).
 """
 
 from __future__ import annotations
@@ -29,18 +33,23 @@ class ShardPaths:
     npy: str
     parquet: str
     done: str
+    raw: str  # the pixels without a header, kept instead of `npy` where the store composes
+
+    def data(self, store: OutputStore) -> tuple[str, str]:
+        """(kind, name) of the pixel file `store` keeps: "raw" or "npy"."""
+        return ("raw", self.raw) if store.composes else ("npy", self.npy)
 
 
 def shard_names(partition_id: int) -> ShardPaths:
     """The shard's file names inside OUT."""
     base = f"{SHARDS_DIR}/part-{partition_id:05d}"
-    return ShardPaths(f"{base}.npy", f"{base}.parquet", f"{base}.done.json")
+    return ShardPaths(f"{base}.npy", f"{base}.parquet", f"{base}.done.json", f"{base}.raw")
 
 
 def shard_paths(out: str, partition_id: int) -> ShardPaths:
     """Where the shard's files are: paths in a folder, URLs on a bucket."""
     store, names = open_output(out), shard_names(partition_id)
-    return ShardPaths(*(store.where(n) for n in (names.npy, names.parquet, names.done)))
+    return ShardPaths(*(store.where(n) for n in (names.npy, names.parquet, names.done, names.raw)))
 
 
 def write_shard(
@@ -57,25 +66,31 @@ def write_shard(
     store, names = open_output(out), shard_names(partition_id)
     before = store.stat(names.done)
     images = np.ascontiguousarray(images, dtype=np.uint8)
-    with store.writing(names.npy, batched=True) as tmp, open(tmp, "wb") as f:
-        np.save(f, images, allow_pickle=False)
+    kind, name = names.data(store)
+    with store.writing(name, batched=True) as tmp, open(tmp, "wb") as f:
+        if kind == "raw":
+            f.write(memoryview(images).cast("B"))
+        else:
+            np.save(f, images, allow_pickle=False)
     with store.writing(names.parquet) as tmp:
         pq.write_table(index.select(list(INDEX_COLUMNS)), tmp)
-    npy, parquet = store.stat(names.npy), store.stat(names.parquet)
-    if npy is None or parquet is None:
-        raise WriteError(f"{store.where(names.npy)}: gone right after it was written")
+    data, parquet = store.stat(name), store.stat(names.parquet)
+    if data is None or parquet is None:
+        raise WriteError(f"{store.where(name)}: gone right after it was written")
     record = {
         "partition": partition_id,
         "fingerprint": fingerprint,
         "rows": int(images.shape[0]),
         "shape": list(images.shape),
-        "npy_bytes": npy.size,
+        f"{kind}_bytes": data.size,
         "parquet_bytes": parquet.size,
         "data_sha256": hashlib.sha256(images).hexdigest(),
         "counts": dict(Counter(index.column("status").to_pylist())),
     }
+    if kind == "raw":  # the store checked the upload against it: what compose is checked by
+        record["raw_crc32c"] = data.crc32c
     if store.pins_versions:
-        record["versions"] = {"npy": npy.version, "parquet": parquet.version}
+        record["versions"] = {kind: data.version, "parquet": parquet.version}
     expect = before.version if before is not None else "0"
     store.write_bytes(names.done, json_bytes(record), durable=False, if_version=expect)
     return record
@@ -93,7 +108,7 @@ def done_record(out: str | OutputStore, partition_id: int, fingerprint: str) -> 
     if not record or record.get("fingerprint") != fingerprint:
         return None
     versions = record.get("versions") or {}
-    for kind, name in (("npy", names.npy), ("parquet", names.parquet)):
+    for kind, name in (names.data(store), ("parquet", names.parquet)):
         stat = store.stat(name)
         if stat is None or stat.size != record.get(f"{kind}_bytes"):
             return None
@@ -105,7 +120,7 @@ def done_record(out: str | OutputStore, partition_id: int, fingerprint: str) -> 
 def invalidate(out: str, partition_id: int) -> None:
     """Forget a shard (its marker first), so the next run recomputes it."""
     store, names = open_output(out), shard_names(partition_id)
-    for name in (names.done, names.npy, names.parquet):
+    for name in (names.done, names.data(store)[1], names.parquet):
         store.delete(name)
 
 

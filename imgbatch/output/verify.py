@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import BinaryIO
 
+import google_crc32c
 import numpy as np
 
 from imgbatch.atomic_files import HASH_BLOCK
@@ -12,6 +13,7 @@ from imgbatch.errors import PermanentError
 from imgbatch.layout import IMAGES, INDEX, OUTPUT_FORMAT, PREVIEW, RUN
 from imgbatch.output.writer_lock import output_lock
 from imgbatch.outstore.base import OutputStore, open_output
+from imgbatch.outstore.crc32c import to_b64
 
 
 def verify_output(out: str, hashes: bool = True) -> dict:
@@ -21,7 +23,8 @@ def verify_output(out: str, hashes: bool = True) -> dict:
     run is writing OUT). Checks: images.npy, index.parquet and preview.png have the size
     (and on a bucket the generation) and, with `hashes`, which reads every byte, the sha256
     that run.json records; the array's shape and dtype; index.parquet has one row per array
-    row, in order; flagged rows are zero-filled.
+    row, in order; flagged rows are zero-filled. A composed images.npy (gs://) is checked by
+    the crc32c run.json records for it instead of a sha256.
     """
     store = open_output(out)
     if not store.settled({}):
@@ -77,13 +80,17 @@ def _check_file(store: OutputStore, name: str, record: dict | None, hashes: bool
         )
     if "generation" in record and stat.version != record["generation"]:
         raise PermanentError(f"{path} is out of step with run.json: it was replaced since")
-    if hashes and _sha256(store, name, stat.version) != record["sha256"]:
-        raise PermanentError(f"{path} is out of step with run.json: its sha256 differs")
+    kind = "sha256" if "sha256" in record else "crc32c"  # a composed file has no sha256
+    if hashes and _digest(store, name, stat.version, kind) != record[kind]:
+        raise PermanentError(f"{path} is out of step with run.json: its {kind} differs")
 
 
-def _sha256(store: OutputStore, name: str, version: str | None) -> str:
-    digest = hashlib.sha256()
+def _digest(store: OutputStore, name: str, version: str | None, kind: str) -> str:
+    """The file's sha256 (hex) or crc32c (base64, as GCS reports it), from every byte."""
+    digest = hashlib.sha256() if kind == "sha256" else google_crc32c.Checksum()
     with store.open_read(name, version) as f:
         while block := f.read(HASH_BLOCK):
             digest.update(block)
-    return digest.hexdigest()
+    if kind == "sha256":
+        return digest.hexdigest()
+    return to_b64(int.from_bytes(digest.digest(), "big"))

@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
-from imgbatch.errors import UsageError
+from imgbatch.errors import PermanentError, UsageError
 from imgbatch.storage.urls import GCS_SCHEME
 
 # URL scheme -> "module:class"; the class takes the URL. "" is a local folder.
@@ -38,6 +38,26 @@ class Stat:
 
     size: int
     version: str
+    crc32c: str | None = None  # base64, where the store keeps one (GCS)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One source of a composed file: a file of OUT at a version, with its size and crc32c."""
+
+    name: str
+    version: str | None
+    size: int
+    crc32c: str
+
+
+class PartsChanged(PermanentError):
+    """A composed file was refused, not published: parts are no longer what their records
+    say (replaced or deleted since). `names`: the parts found changed (may be empty)."""
+
+    def __init__(self, message: str, names: list[str]) -> None:
+        super().__init__(message)
+        self.names = names
 
 
 class Staged(Protocol):
@@ -77,6 +97,12 @@ class Publication(AbstractContextManager, ABC):
         """Publish every file done, the last one (run.json) as the commit record; `remove`
         names files the new set makes stale."""
 
+    def compose(self, final: str, head: bytes, parts: list[Part]) -> Staged | None:
+        """Make `final` = `head` + the parts' bytes on the store's side, checked, and record
+        it as done; None when the store cannot (the caller then streams the parts itself).
+        Only stores that `compose` (OutputStore.composes) are asked."""
+        return None
+
 
 class OutputStore(ABC):
     """OUT, a local folder or a bucket prefix; names are '/'-separated, relative to OUT."""
@@ -84,6 +110,9 @@ class OutputStore(ABC):
     url: str  # OUT as the user names it: a folder, or gs://bucket/prefix
     remote: bool  # every call is a network round trip
     pins_versions: bool  # commit records name the versions of the files they commit
+    # Files can be concatenated on the store's side (GCS compose): shards then keep their
+    # pixels headerless, so images.npy is built without their bytes crossing this machine.
+    composes: bool
 
     @abstractmethod
     def where(self, name: str) -> str:
@@ -110,6 +139,10 @@ class OutputStore(ABC):
     def open_read(self, name: str, version: str | None = None) -> BinaryIO:
         """A seekable binary reader (FileNotFoundError when missing); with `version`, a file
         replaced since is refused rather than read (a reader never mixes two sets)."""
+
+    @abstractmethod
+    def read_range(self, name: str, start: int, length: int, version: str | None = None) -> bytes:
+        """`length` bytes of `name` from `start` (fewer at its end); `version` as in open_read."""
 
     @abstractmethod
     def writing(

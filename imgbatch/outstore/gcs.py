@@ -24,8 +24,8 @@ from google.api_core import exceptions as api_exc
 from imgbatch.atomic_files import file_digest
 from imgbatch.errors import PermanentError, TransientError
 from imgbatch.layout import RUN
-from imgbatch.outstore import lease
-from imgbatch.outstore.base import OutputStore, Publication, Stat
+from imgbatch.outstore import compose, lease
+from imgbatch.outstore.base import OutputStore, Part, Publication, Stat
 from imgbatch.storage.gcs_client import (
     RetryPolicy,
     call_endpoint,
@@ -48,6 +48,7 @@ class GCSStore(OutputStore):
 
     remote = True
     pins_versions = True
+    composes = True
 
     def __init__(self, url: str, policy: RetryPolicy | None = None) -> None:
         self.bucket_name, self.prefix = parse_gs_url(url)
@@ -97,7 +98,7 @@ class GCSStore(OutputStore):
     def stat(self, name: str) -> Stat | None:
         def get() -> Stat | None:
             blob = self._bucket().get_blob(self._object(name), **self._kw())
-            return None if blob is None else Stat(blob.size, str(blob.generation))
+            return None if blob is None else Stat(blob.size, str(blob.generation), blob.crc32c)
 
         return self._call(get, f"reading the metadata of {self.where(name)}")
 
@@ -118,6 +119,22 @@ class GCSStore(OutputStore):
         if stat is None or (version is not None and stat.version != version):
             raise FileNotFoundError(f"{self.where(name)}: no such object (generation {version})")
         return io.BufferedReader(_Ranges(self, name, stat), buffer_size=READ_CHUNK)
+
+    def read_range(self, name: str, start: int, length: int, version: str | None = None) -> bytes:
+        """One ranged GET; with `version`, of that generation only (FileNotFoundError once
+        it was replaced)."""
+        generation = int(version) if version is not None else None
+        blob = self._bucket().blob(self._object(name), generation=generation)
+        kw = self._kw()
+
+        def get() -> bytes:
+            try:
+                return blob.download_as_bytes(start=start, end=start + length - 1, **kw)
+            except api_exc.NotFound:
+                gone = f"{self.where(name)} (generation {version}) is gone: replaced or deleted"
+                raise FileNotFoundError(gone) from None
+
+        return self._call(get, f"reading {self.where(name)}")
 
     @contextmanager
     def writing(self, name: str, durable: bool = True, batched: bool = False) -> Iterator[str]:
@@ -144,11 +161,15 @@ class GCSStore(OutputStore):
         self, name: str, data: bytes, durable: bool = True, if_version: str | None = None
     ) -> None:
         """Upload `data`; with `if_version` ("0": must not exist) only over that generation."""
+        self.upload_bytes(name, data, if_version)
+
+    def upload_bytes(self, name: str, data: bytes, if_version: str | None = None) -> Stat:
+        """write_bytes, telling what was stored (its generation)."""
 
         def send(blob, generation: int | None) -> None:
             blob.upload_from_string(data, if_generation_match=generation, **self._kw())
 
-        self._put(name, crc32c_b64(data), len(data), if_version, send)
+        return self._put(name, crc32c_b64(data), len(data), if_version, send)
 
     def _put(
         self,
@@ -173,7 +194,7 @@ class GCSStore(OutputStore):
             if blob.crc32c != crc:
                 blob.delete(if_generation_match=blob.generation, **self._kw())
                 raise TransientError(f"{where}: stored crc32c {blob.crc32c} != sent {crc}")
-            return Stat(size, str(blob.generation))
+            return Stat(size, str(blob.generation), crc)
 
         return self._call(once, f"writing {where}")
 
@@ -182,11 +203,43 @@ class GCSStore(OutputStore):
         else's (PermanentError: nothing is overwritten)."""
         blob = self._bucket().get_blob(self._object(name), **self._kw())
         if blob is not None and blob.crc32c == crc and blob.size == size:
-            return Stat(size, str(blob.generation))
+            return Stat(size, str(blob.generation), crc)
         raise PermanentError(
             f"{self.where(name)} was written by someone else meanwhile (precondition failed); "
             "another run writes this output: check who holds its lock"
         )
+
+    def compose_objects(self, dest: str, sources: list[Part]) -> Part:
+        """One compose call: `dest` = `sources` in order, each pinned to its generation
+        (compose.Refused: the bucket refuses compose; compose.SourceChanged: a 412)."""
+        lease.check(self.url)
+        bucket = self._bucket()
+
+        def once() -> Part:
+            blob = bucket.blob(self._object(dest))
+            blobs = [bucket.blob(self._object(s.name)) for s in sources]
+            pins = [int(s.version) if s.version else None for s in sources]
+            try:
+                blob.compose(blobs, if_source_generation_match=pins, **self._kw())
+            except api_exc.PreconditionFailed:
+                raise compose.SourceChanged(self.where(dest)) from None
+            except api_exc.GoogleAPICallError as exc:
+                if exc.code is not None and 400 <= exc.code < 500 and exc.code not in (408, 429):
+                    raise compose.Refused(f"{self.where(dest)}: {exc.code} {exc}") from exc
+                raise
+            return Part(dest, str(blob.generation), blob.size or 0, blob.crc32c or "")
+
+        return self._call(once, f"composing {self.where(dest)}")
+
+    def list_under(self, folder: str) -> list[str]:
+        """The names (relative to OUT) of every object under `folder`, in one listing."""
+        prefix = self._object(folder) + "/"
+
+        def listing() -> list[str]:
+            blobs = self._bucket().list_blobs(prefix=prefix, **self._kw())
+            return [f"{folder}/{b.name[len(prefix) :]}" for b in blobs]
+
+        return self._call(listing, f"listing {self.where(folder)}")
 
     def delete(self, name: str) -> None:
         lease.check(self.url)
@@ -227,8 +280,7 @@ class _Ranges(io.RawIOBase):
     a mediaLink (BlobReader reloads the metadata, and the emulator's names its HTTPS port)."""
 
     def __init__(self, store: GCSStore, name: str, stat: Stat) -> None:
-        self.store, self.name, self.size, self.pos = store, name, stat.size, 0
-        self.blob = store._bucket().blob(store._object(name), generation=int(stat.version))
+        self.store, self.name, self.stat, self.pos = store, name, stat, 0
 
     def readable(self) -> bool:
         return True
@@ -237,7 +289,7 @@ class _Ranges(io.RawIOBase):
         return True
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.stat.size}[whence]
         self.pos = max(0, base + offset)
         return self.pos
 
@@ -245,18 +297,10 @@ class _Ranges(io.RawIOBase):
         return self.pos
 
     def readinto(self, buffer) -> int:
-        n = min(len(buffer), self.size - self.pos)
+        n = min(len(buffer), self.stat.size - self.pos)
         if n <= 0:
             return 0
-        start, kw = self.pos, self.store._kw()
-
-        def get() -> bytes:
-            try:
-                return self.blob.download_as_bytes(start=start, end=start + n - 1, **kw)
-            except api_exc.NotFound:
-                raise FileNotFoundError(f"{self.store.where(self.name)} was replaced") from None
-
-        data = self.store._call(get, f"reading {self.store.where(self.name)}")
+        data = self.store.read_range(self.name, self.pos, n, self.stat.version)
         buffer[: len(data)] = data
         self.pos += len(data)
         return len(data)
@@ -267,8 +311,9 @@ class Uploaded:
     """One file of a GCS publication: what run.json records of it."""
 
     bytes: int
-    sha256: str
+    sha256: str | None  # None for a composed file: its bytes never passed through here
     generation: str | None  # None for the commit record itself, uploaded at commit
+    crc32c: str | None = None
 
 
 class GCSPublication(Publication):
@@ -293,13 +338,31 @@ class GCSPublication(Publication):
     def done(self, final: str, sha256: str | None = None) -> Uploaded:
         path = self.paths[final]
         digest = file_digest(path)[0] if sha256 is None else sha256
-        generation = None if final == RUN else self.store.upload(final, path).version
-        self.staged[final] = Uploaded(os.path.getsize(path), digest, generation)
+        if final == RUN:
+            self.staged[final] = Uploaded(os.path.getsize(path), digest, None)
+        else:
+            stat = self.store.upload(final, path)
+            self.staged[final] = Uploaded(stat.size, digest, stat.version, stat.crc32c)
+        return self.staged[final]
+
+    def compose(self, final: str, head: bytes, parts: list[Part]) -> Uploaded | None:
+        """`final` composed on the bucket (compose.py); None when the bucket refuses compose."""
+        try:
+            stat = compose.compose(self.store, final, head, parts)
+        except compose.Refused:
+            return None
+        self.staged[final] = Uploaded(stat.size, None, stat.version, stat.crc32c)
         return self.staged[final]
 
     def records(self) -> dict[str, dict]:
+        """Size, generation and crc32c of each file, and its sha256 when it was read here."""
         return {
-            name: {"sha256": u.sha256, "bytes": u.bytes, "generation": u.generation}
+            name: {
+                "bytes": u.bytes,
+                "generation": u.generation,
+                "crc32c": u.crc32c,
+                **({"sha256": u.sha256} if u.sha256 else {}),
+            }
             for name, u in self.staged.items()
             if name != RUN
         }

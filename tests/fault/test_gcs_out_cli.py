@@ -8,7 +8,6 @@ byte-identical to a local run's.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -18,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers.gcs import FaultProxy, _new_bucket, direct_client
+from helpers.gcs import FaultProxy, _new_bucket, crc32c_b64, direct_client
 from helpers.gcs import machine as gcs_machine
 
 from imgbatch.params import PreprocessParams
@@ -87,7 +86,7 @@ def test_killed_on_one_machine_finished_on_another_sharing_only_the_bucket(gcs_e
     assert run["computed_partitions"] == PARTITIONS - len(committed)
     assert run["reused_partitions"] == len(committed)
     array = client.bucket(bucket).blob("out/images.npy").download_as_bytes()
-    assert hashlib.sha256(array).hexdigest() == run["images_sha256"]
+    assert crc32c_b64(array) == run["images_crc32c"], "composed on the bucket: its crc32c"
     assert array == (local / "images.npy").read_bytes()
 
 

@@ -49,14 +49,14 @@ def test_another_dataset_is_refused_a_failed_overwrite_keeps_the_old_set(gcs, tm
             PreprocessParams(csv=csv_b, images=too_high, out=out, partition_size=4, overwrite=True)
         )
     assert generations(gcs) == before, "a failed replacement leaves the old set untouched"
-    assert verify_output(out)["images_sha256"] == first["images_sha256"]
+    assert verify_output(out)["images_crc32c"] == first["images_crc32c"]
 
     replaced = preprocess(
         PreprocessParams(csv=csv_b, images=root_b, out=out, partition_size=4, overwrite=True)
     ).run
-    local = preprocess(PreprocessParams(csv=csv_b, images=root_b, out=str(tmp_path / "local"),
-                                        partition_size=4)).run  # fmt: skip
-    assert replaced["images_sha256"] == local["images_sha256"] != first["images_sha256"]
+    preprocess(PreprocessParams(csv=csv_b, images=root_b, out=str(tmp_path / "local"),
+                                partition_size=4))  # fmt: skip
+    assert replaced["images_crc32c"] != first["images_crc32c"]
     assert verify_output(out)["dataset"]["csv"] == csv_b
     array = gcs.client().bucket(gcs.name).blob("out/images.npy").download_as_bytes()
     assert array == (tmp_path / "local" / "images.npy").read_bytes()

@@ -104,6 +104,8 @@ class Seen:
     method: str
     path: str
     outcome: str  # the upstream status as text, or the injected action
+    sent: int = 0  # request body bytes (client -> storage)
+    received: int = 0  # response body bytes (storage -> client)
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -161,9 +163,23 @@ class FaultProxy:
                     return rule.action
         return None
 
-    def _record(self, method: str, path: str, outcome: str) -> None:
+    def _record(
+        self, method: str, path: str, outcome: str, sent: int = 0, received: int = 0
+    ) -> None:
         with self._lock:
-            self.log.append(Seen(method, path, outcome))
+            self.log.append(Seen(method, path, outcome, sent, received))
+
+    def totals(self, clear: bool = False) -> dict[str, int]:
+        """Requests and body bytes each way seen so far (then forgotten, with `clear`)."""
+        with self._lock:
+            seen = list(self.log)
+            if clear:
+                self.log = []
+        return {
+            "requests": len(seen),
+            "sent": sum(s.sent for s in seen),
+            "received": sum(s.received for s in seen),
+        }
 
     def count(self, method: str, path: str = "", outcome: str = "") -> int:
         """Requests seen with this method, path regex and outcome regex."""
@@ -275,7 +291,7 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             proxy._delay(self.command, self.path)
             action = proxy._pick(self.command, self.path, body)
             if action:
-                proxy._record(self.command, self.path, action)
+                proxy._record(self.command, self.path, action, len(body))
             if action and action.startswith("status:"):
                 _, code, *message = action.split(":", 2)
                 text = message[0] if message else "injected by FaultProxy"
@@ -295,7 +311,7 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 body = bytes(flipped)
             status, headers, data = self._forward(body)
             if not action:
-                proxy._record(self.command, self.path, str(status))
+                proxy._record(self.command, self.path, str(status), len(body), len(data))
             if action == "reset_after":
                 return self._reset()
             if action == "corrupt_response" and data:

@@ -65,7 +65,9 @@ def test_gs_output_is_byte_identical_to_a_local_one_and_a_rerun_writes_nothing(
     objects = faulty_gcs.objects("runs/a/")
     data = objects["runs/a/images.npy"]
     assert data == (tmp_path / "out" / "images.npy").read_bytes()
-    assert remote["images_sha256"] == local["images_sha256"] == hashlib.sha256(data).hexdigest()
+    assert local["images_sha256"] == hashlib.sha256(data).hexdigest()
+    assert remote["images_crc32c"] == gcs_helpers.crc32c_b64(data), "composed on the bucket"
+    assert "images_sha256" not in remote, "no sha256: its bytes never passed through here"
     assert np.load(tmp_path / "out" / "images.npy").shape == (26, 16, 16, 3)
     assert set(remote["files"]) == {"images.npy", "index.parquet", "preview.png"}
     assert all(r["generation"] for r in remote["files"].values())
@@ -91,7 +93,7 @@ def test_a_replaced_file_is_out_of_step_and_a_damaged_shard_not_done(make_datase
     plan = make_plan(csv, "image_path", open_storage(root), SPEC, 10, out)
     p = plan.partitions[1]
     assert shards.done_record(out, p.id, p.fingerprint) is not None
-    name = shards.shard_names(p.id).npy
+    name = shards.shard_names(p.id).raw  # on gs:// the pixels are kept headerless
     store.write_bytes(name, store.read_bytes(name))  # same bytes, a new generation
     assert shards.done_record(out, p.id, p.fingerprint) is None
     again, computed = run(csv, root, out)
@@ -169,9 +171,12 @@ def test_503_and_429_mid_run_are_retried(make_dataset, tmp_path, faulty_gcs):
     local, _ = run(csv, root, str(tmp_path / "out"))
     faulty_gcs.proxy.set_rules(
         Rule("status:503", method="POST", path=UPLOAD, body=b"part-00000.done.json", times=2),
-        Rule("status:429", method="POST", path=UPLOAD, body=b"part-00001.npy", times=1),
+        Rule("status:429", method="POST", path=UPLOAD, body=b"part-00001.raw", times=1),
         Rule("status:503", method="GET", path="shards", every=5, times=3),
     )
     remote, _ = run(csv, root, faulty_gcs.url("o"))
-    assert remote["images_sha256"] == local["images_sha256"]
+    assert (
+        faulty_gcs.objects("o/images.npy")["o/images.npy"]
+        == (tmp_path / "out/images.npy").read_bytes()
+    )
     assert [r.injected for r in faulty_gcs.proxy.rules] == [2, 1, 3]
