@@ -13,16 +13,13 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
-import httpx
 import pytest
-from helpers.deployments import deployment, final_run, serving, wait_idle
+from helpers.deployments import deployment, final_run, schedule_past_day, serving, wait_idle
 from helpers.run_logs import errors, run_logs, tracebacks
 from prefect import flow, task
-from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.settings import PREFECT_API_URL
 
@@ -182,10 +179,8 @@ def test_deployment_runs_that_fail_expectedly_log_one_error_line(
         get_client(sync_client=True) as client,
     ):
         served = deployment(client, "preprocess-images/preprocess", proc, log)
-        earlier = set()
         for words, fields in cases.items():
             made = client.create_flow_run_from_deployment(served.id, parameters={"params": fields})
-            earlier.add(made.id)
             run = final_run(client, made.id, proc, log)
             wait_idle(proc.pid)  # the engine's last line is logged after the final state
             logs = run_logs(client, made.id)
@@ -195,16 +190,15 @@ def test_deployment_runs_that_fail_expectedly_log_one_error_line(
         # A schedule added in the UI to a deployment with no parameters of its own: the
         # scheduler's step for one past day makes its run, with no parameters at all.
         client.create_deployment_schedules(served.id, [(CronSchedule(cron="0 3 * * *"), True)])
-        now = datetime.now(UTC)
-        window = {"start_time": str(now - timedelta(days=2)), "end_time": str(now - timedelta(1))}
-        api = PREFECT_API_URL.value()
-        httpx.post(f"{api}/deployments/{served.id}/schedule", json=window).raise_for_status()
-        runs = client.read_flow_runs(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[served.id]))
-        )
-        [made] = [r for r in runs if r.id not in earlier]
-        run = final_run(client, made.id, proc, log)
-        wait_idle(proc.pid)
+        [added] = [x for x in client.read_deployment(served.id).schedules if not x.slug]
+        # The session's deployment is shared: its schedule goes once its run has ended (a
+        # schedule deleted earlier takes its scheduled runs with it).
+        try:
+            [made] = schedule_past_day(client, PREFECT_API_URL.value(), served.id)
+            run = final_run(client, made.id, proc, log)
+            wait_idle(proc.pid)
+        finally:
+            client.delete_deployment_schedule(served.id, added.id)
         logs = run_logs(client, made.id)
         assert not run.state.is_completed(), run.state
         assert errors(logs) == [

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
-from helpers.deployments import deployment, final_run, serving, tail, wait_for
+from helpers.deployments import deployment, final_run, schedule_past_day, serving, tail, wait_for
 
 from imgbatch.deployments.serve import SERVE_SCHEDULE
 
@@ -27,7 +25,6 @@ def test_ui_schedule_survives_restart_and_runs_with_the_deployment_parameters(
     tmp_path, make_dataset
 ):
     from prefect import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.client.schemas.schedules import CronSchedule
     from prefect.settings import PREFECT_API_URL
 
@@ -56,18 +53,7 @@ def test_ui_schedule_survives_restart_and_runs_with_the_deployment_parameters(
             assert kept.schedule.timezone == "America/New_York"
 
             # The scheduler's own step for one past day (a backfill): one run of that schedule.
-            now = datetime.now(UTC)
-            window = {
-                "start_time": (now - timedelta(days=2)).isoformat(),
-                "end_time": (now - timedelta(days=1)).isoformat(),
-            }
-            reply = httpx.post(
-                f"{PREFECT_API_URL.value()}/deployments/{dep.id}/schedule", json=window, timeout=30
-            )
-            reply.raise_for_status()
-            (scheduled,) = c.read_flow_runs(
-                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id]))
-            )
+            (scheduled,) = schedule_past_day(c, PREFECT_API_URL.value(), dep.id)
             run = final_run(c, scheduled.id, proc, log)
             assert run.state.is_completed(), f"{run.state!r}\n{tail(log)}"
             assert run.parameters == {"params": defaults}

@@ -130,3 +130,27 @@ def press_retry(api_url: str, run_id: UUID) -> None:
     reply = httpx.post(f"{api_url}/flow_runs/{run_id}/set_state", json=UI_RETRY_BODY, timeout=30)
     reply.raise_for_status()
     assert reply.json()["status"] == "ACCEPT", reply.json()
+
+
+def schedule_past_day(client, api_url: str, deployment_id: UUID) -> list:
+    """The scheduler's own step for one past day (a backfill) of the deployment's schedules;
+    the runs it made. A 503 (SQLite busy under other tests' writes) is sent again, as
+    Prefect's own client does."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    of_deployment = DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+    known = {r.id for r in client.read_flow_runs(deployment_filter=of_deployment)}
+    now = time.time()
+    window = {
+        "start_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 2 * 86400)),
+        "end_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 86400)),
+    }
+    for attempt in range(5):
+        reply = httpx.post(
+            f"{api_url}/deployments/{deployment_id}/schedule", json=window, timeout=30
+        )
+        if reply.status_code != 503:
+            break
+        time.sleep(1 + attempt)
+    reply.raise_for_status()
+    return [r for r in client.read_flow_runs(deployment_filter=of_deployment) if r.id not in known]
