@@ -43,7 +43,8 @@ from imgbatch.storage.urls import is_gcs_url
 OUTPUTS = (RUN, IMAGES, INDEX, PREVIEW, NORMALIZED)  # the commit record first
 OWN_NAMES = frozenset({*OUTPUTS, PLAN_FILE, SHARDS_DIR, JOURNAL, LOCK_NAME})
 SAME_KEYS = ("column", "images", "size", "resize_mode", "background")
-ADVICE = "use --overwrite to replace it, or another --out"
+# Parameter names as the run form shows them, with the command's option: read in both places.
+ADVICE = "set overwrite (--overwrite) to replace it, or use another out (--out)"
 
 
 class OutputConflict(UsageError):
@@ -131,8 +132,8 @@ def _result_conflict(store: OutputStore, names: dict[str, bool], dataset: dict) 
         hint = _root_hint(dataset)
         return (
             f"{out} holds {IMAGES} made from images root {old.get('images')}; this run names "
-            f"{dataset['images']}{f' ({hint})' if hint else ''}. Check --images first; if it is "
-            f"right, {ADVICE}"
+            f"{dataset['images']}{f' ({hint})' if hint else ''}. Check images (--images) "
+            f"first; if it is right, {ADVICE}"
         )
     was, now = _describe(old, keys), _describe(dataset, keys)
     return f"{out} holds {IMAGES} for {was}; this run is for {now}: {ADVICE}"

@@ -8,11 +8,11 @@ from datetime import datetime
 
 from imgbatch.errors import UsageError
 
-ADVICE = "wait for it or use another --out"
+ADVICE = "wait for it or use another out (--out)"
 
 
 class OutputBusy(UsageError):
-    """Another live process holds OUT's lock: wait for it or use another --out."""
+    """Another live process holds OUT's lock: wait for it or use another output."""
 
 
 def new_holder(label: str) -> dict:

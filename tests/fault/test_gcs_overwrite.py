@@ -39,7 +39,7 @@ def test_another_dataset_is_refused_a_failed_overwrite_keeps_the_old_set(gcs, tm
     before = generations(gcs)
     assert "out/images.npy" in before and "out/run.json" in before
 
-    with pytest.raises(OutputConflict, match="use --overwrite"):
+    with pytest.raises(OutputConflict, match=r"set overwrite \(--overwrite\)"):
         preprocess(PreprocessParams(csv=csv_b, images=root_b, out=out, partition_size=4))
     assert generations(gcs) == before
 

@@ -47,7 +47,7 @@ def test_a_second_writer_is_told_who_holds_the_folder(tmp_path: Path):
     message = str(busy.value)
     assert message.startswith(f"{out} is being written by pid {proc.pid} on host ")
     assert socket.gethostname() in message and f"({LABEL}); wait for it" in message
-    assert message.endswith("wait for it or use another --out") and "\n" not in message
+    assert message.endswith("wait for it or use another out (--out)") and "\n" not in message
     assert " since " in message and ":" in message.split(" since ")[1]
 
 

@@ -56,7 +56,8 @@ def test_a_wrong_images_root_is_named_and_overwrite_keeps_the_old_result(
     assert len(refused) == 1, refused
     assert (
         f"this run names {wrong}" in refused[0]
-        and "Check --images first; if it is right, use --overwrite" in refused[0]
+        and "Check images (--images) first; if it is right, set overwrite (--overwrite)"
+        in refused[0]
     )
     assert f"is the images root one folder {off_by}?" in refused[0]
     assert digests(out) == before

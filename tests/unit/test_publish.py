@@ -101,7 +101,10 @@ def test_a_different_dataset_is_refused_then_replaced_with_overwrite(
     with pytest.raises(OutputConflict) as refused:
         run(other_csv, other_root, out, spec)
     message = str(refused.value)
-    assert "\n" not in message and "use --overwrite to replace it, or another --out" in message
+    assert (
+        "\n" not in message
+        and "set overwrite (--overwrite) to replace it, or use another out (--out)" in message
+    )
     expected = {
         "size": "size 64; this run is for csv",
         "csv": f"csv {os.path.abspath(csv)}; this run is for csv {os.path.abspath(other_csv)}",
@@ -161,7 +164,9 @@ def test_files_imgbatch_does_not_know_are_refused_and_kept(make_dataset, tmp_pat
     out.mkdir()
     (out / "notes.txt").write_text("mine\n")
     (out / "model").mkdir()
-    with pytest.raises(OutputConflict, match=r"did not make: model, notes.txt: use --overwrite"):
+    with pytest.raises(
+        OutputConflict, match=r"did not make: model, notes.txt: set overwrite \(--overwrite\)"
+    ):
         run(csv, root, out)
     assert not (out / "images.npy").exists()
     run(csv, root, out, overwrite=True)
