@@ -46,7 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.upload
 	$(BIN)/python -m benchmarks.throughput --n 600
 	$(BIN)/python -m benchmarks.gcs_read --n 1500 --workers 2
-	$(BIN)/python -m benchmarks.gcs_out --n 4000 --workers 2
+	$(BIN)/python -m benchmarks.gcs_out --n 12000 --workers 2 --rows 50000
 	$(BIN)/python -m benchmarks.e2e --n 3000
 	$(BIN)/python -m benchmarks.scale --rows 20000
 	$(BIN)/python -m benchmarks.server_load --partitions 1000

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,7 @@ import pyarrow.parquet as pq
 
 from imgbatch.errors import WriteError
 from imgbatch.layout import SHARDS_DIR
-from imgbatch.outstore.base import OutputStore, json_bytes, open_output
+from imgbatch.outstore.base import OutputStore, Stat, json_bytes, open_output
 from imgbatch.plan.run_plan import PartitionPlan
 
 INDEX_COLUMNS = ("row", "image_path", "status", "error", "width", "height", "partition")
@@ -64,17 +65,29 @@ def write_shard(
     written only if nobody wrote it since this run looked (ifGenerationMatch).
     """
     store, names = open_output(out), shard_names(partition_id)
-    before = store.stat(names.done)
     images = np.ascontiguousarray(images, dtype=np.uint8)
     kind, name = names.data(store)
-    with store.writing(name, batched=True) as tmp, open(tmp, "wb") as f:
-        if kind == "raw":
-            f.write(memoryview(images).cast("B"))
-        else:
-            np.save(f, images, allow_pickle=False)
-    with store.writing(names.parquet) as tmp:
-        pq.write_table(index.select(list(INDEX_COLUMNS)), tmp)
-    data, parquet = store.stat(name), store.stat(names.parquet)
+
+    def write_data() -> Stat | None:
+        with store.writing(name, batched=True) as tmp, open(tmp, "wb") as f:
+            if kind == "raw":
+                f.write(memoryview(images).cast("B"))
+            else:
+                np.save(f, images, allow_pickle=False)
+        return store.stat(name)
+
+    def write_index() -> Stat | None:
+        with store.writing(names.parquet) as tmp:
+            pq.write_table(index.select(list(INDEX_COLUMNS)), tmp)
+        return store.stat(names.parquet)
+
+    if store.remote:  # three chains of round trips at once; the done-record waits for all
+        with ThreadPoolExecutor(2) as pool:
+            steps = [pool.submit(write_data), pool.submit(write_index)]
+            before = store.stat(names.done)
+            data, parquet = (step.result() for step in steps)
+    else:  # in turn: the index's folder fsync must follow the data's rename
+        before, data, parquet = store.stat(names.done), write_data(), write_index()
     if data is None or parquet is None:
         raise WriteError(f"{store.where(name)}: gone right after it was written")
     record = {

@@ -136,9 +136,10 @@ class OutputStore(ABC):
         """The whole file, None when it does not exist."""
 
     @abstractmethod
-    def open_read(self, name: str, version: str | None = None) -> BinaryIO:
+    def open_read(self, name: str, version: str | None = None, size: int | None = None) -> BinaryIO:
         """A seekable binary reader (FileNotFoundError when missing); with `version`, a file
-        replaced since is refused rather than read (a reader never mixes two sets)."""
+        replaced since is refused rather than read (a reader never mixes two sets). `size`
+        with `version`: the file as the caller's own `stat` found it, not asked for again."""
 
     @abstractmethod
     def read_range(self, name: str, start: int, length: int, version: str | None = None) -> bytes:

@@ -112,10 +112,11 @@ class GCSStore(OutputStore):
 
         return self._call(get, f"reading {self.where(name)}")
 
-    def open_read(self, name: str, version: str | None = None) -> BinaryIO:
+    def open_read(self, name: str, version: str | None = None, size: int | None = None) -> BinaryIO:
         """A streamed reader (ranged GETs); with `version`, only that generation is read: one
         replaced since is FileNotFoundError, not the new bytes."""
-        stat = self.stat(name)
+        known = version is not None and size is not None  # the caller's stat: no second one
+        stat = Stat(size, version) if known else self.stat(name)
         if stat is None or (version is not None and stat.version != version):
             raise FileNotFoundError(f"{self.where(name)}: no such object (generation {version})")
         return io.BufferedReader(_Ranges(self, name, stat), buffer_size=READ_CHUNK)

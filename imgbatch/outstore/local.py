@@ -60,7 +60,7 @@ class LocalStore(OutputStore):
         except OSError:
             return None
 
-    def open_read(self, name: str, version: str | None = None) -> BinaryIO:
+    def open_read(self, name: str, version: str | None = None, size: int | None = None) -> BinaryIO:
         return open(self.where(name), "rb")
 
     def read_range(self, name: str, start: int, length: int, version: str | None = None) -> bytes:

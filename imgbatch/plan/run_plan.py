@@ -205,7 +205,10 @@ def read_rows(plan_file: str, partition_id: int) -> list[str]:
     if stat is None:
         raise FileNotFoundError(f"{plan_file} does not exist")
     footer = _footer(plan_file, stat.version, stat.size)
-    with store.open_read(name, stat.version) as raw, pq.ParquetFile(raw, metadata=footer) as f:
+    with (
+        store.open_read(name, stat.version, stat.size) as raw,
+        pq.ParquetFile(raw, metadata=footer) as f,
+    ):
         return f.read_row_group(partition_id, columns=["image_path"])["image_path"].to_pylist()
 
 
