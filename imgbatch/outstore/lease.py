@@ -86,6 +86,11 @@ class Lease:
                 raise UsageError(
                     f"out {self.url}: bucket gs://{self.bucket.name} does not exist"
                 ) from None
+            except api_exc.Forbidden:
+                raise UsageError(
+                    f"out {self.url}: bucket gs://{self.bucket.name} cannot be written with "
+                    "these credentials (HTTP 403)"
+                ) from None
             except Exception as exc:
                 raise translate(exc, f"writing the lock {self.url}") from exc
             return blob.generation

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from imgbatch.errors import UsageError
 from imgbatch.output.ownership import OutputConflict
 from imgbatch.output.verify import verify_output
 from imgbatch.params import PreprocessParams
@@ -60,3 +61,21 @@ def test_another_dataset_is_refused_a_failed_overwrite_keeps_the_old_set(gcs, tm
     assert verify_output(out)["dataset"]["csv"] == csv_b
     array = gcs.client().bucket(gcs.name).blob("out/images.npy").download_as_bytes()
     assert array == (tmp_path / "local" / "images.npy").read_bytes()
+
+
+def test_an_out_bucket_that_cannot_be_written_is_a_bad_argument_before_any_work(
+    faulty_gcs, tmp_path
+):
+    """403 on the first write (the lock object): one line, a UsageError (exit 2), no plan."""
+    from helpers.gcs import UPLOAD, Rule
+
+    csv, root = dataset(tmp_path / "a", seed=1)
+    faulty_gcs.proxy.set_rules(Rule("status:403:no write access (injected)", "POST", UPLOAD))
+    out = faulty_gcs.url("out")
+    with pytest.raises(UsageError) as refused:
+        preprocess(PreprocessParams(csv=csv, images=root, out=out, partition_size=4))
+    assert str(refused.value) == (
+        f"out {out}: bucket gs://{faulty_gcs.name} cannot be written with these credentials "
+        "(HTTP 403)"
+    )
+    assert list(faulty_gcs.client().list_blobs(faulty_gcs.name)) == []
