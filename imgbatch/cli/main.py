@@ -15,7 +15,7 @@ import os
 import sys
 
 from imgbatch.cli import prefect_setup, terminal
-from imgbatch.errors import UsageError
+from imgbatch.errors import ImgbatchError, UsageError
 
 INTERRUPTED = 130  # the shell's code for a command ended by SIGINT
 
@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"imgbatch {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except ImgbatchError as exc:  # e.g. a gs:// CSV whose store never answers, while checking
+        print(f"imgbatch {args.command}: failed: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(
             f"imgbatch {args.command}: interrupted; rerun the same command to pick up where "

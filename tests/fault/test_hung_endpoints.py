@@ -118,7 +118,8 @@ def test_a_silent_download_server_is_given_up_after_its_tries(tmp_path):
 
 @pytest.fixture(scope="module")
 def hung_runs(tmp_path_factory, gcs_emulator) -> dict[str, tuple[Finished, str]]:
-    """preprocess, upload and download against one hung endpoint, and preprocess against an
+    """preprocess (images, OUT or CSV on gs://), upload and download against one hung
+    endpoint, and preprocess against an
     emulator that answers its listing and then never a read, run at once with every default;
     per command (what the user saw, the endpoint's URL)."""
     tmp = tmp_path_factory.mktemp("hung")
@@ -139,6 +140,16 @@ def hung_runs(tmp_path_factory, gcs_emulator) -> dict[str, tuple[Finished, str]]
                 gcs,
             ),
             "upload": start(["upload", str(tmp / "tree"), "gs://bkt/up"], gcs),
+            "preprocess --out gs://": start(
+                ["preprocess", "--csv", str(csv), "--images", str(tmp / "tree")]
+                + ["--out", "gs://bkt/out", "--min-found", "0"],
+                gcs,
+            ),
+            "preprocess --csv gs://": start(
+                ["preprocess", "--csv", "gs://bkt/rows.csv", "--images", str(tmp / "tree")]
+                + ["--out", str(tmp / "out3")],
+                gcs,
+            ),
             "download": start(["download", f"{hung.url}/a.tar.gz", "--dest", str(tmp / "dl")]),
             "preprocess mid-run": start(
                 ["preprocess", "--csv", str(csv), "--images", f"gs://{bucket}/imgs"]
@@ -160,6 +171,8 @@ def hung_runs(tmp_path_factory, gcs_emulator) -> dict[str, tuple[Finished, str]]
         ("upload", "the storage endpoint {url} did not answer within {read:g} s (tried 3"),
         ("download", "{url}/a.tar.gz: the server {host} did not answer within {read:g} s (3 tri"),
         ("preprocess mid-run", "the storage endpoint {url} stopped answering (nothing for "),
+        ("preprocess --out gs://", "the storage endpoint {url} did not answer within {read:g} s"),
+        ("preprocess --csv gs://", "the storage endpoint {url} did not answer within {read:g} s"),
     ],
 )
 def test_a_hung_endpoint_ends_the_command_in_bounded_time_in_one_line(hung_runs, command, expected):
