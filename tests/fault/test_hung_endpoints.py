@@ -119,9 +119,8 @@ def test_a_silent_download_server_is_given_up_after_its_tries(tmp_path):
 @pytest.fixture(scope="module")
 def hung_runs(tmp_path_factory, gcs_emulator) -> dict[str, tuple[Finished, str]]:
     """preprocess (images, OUT or CSV on gs://), upload and download against one hung
-    endpoint, and preprocess against an
-    emulator that answers its listing and then never a read, run at once with every default;
-    per command (what the user saw, the endpoint's URL)."""
+    endpoint, and preprocess against an emulator that answers its listing and then never a
+    read, run at once with every default; per command (what the user saw, the endpoint)."""
     tmp = tmp_path_factory.mktemp("hung")
     csv = samples.write_csv(tmp / "rows.csv", ["a.png", "b.png"])
     (tmp / "tree").mkdir()
