@@ -4,8 +4,9 @@ The CSV is read several times per run (the header check, the row check, its sha2
 dataset identity, the plan), by pyarrow and the csv module, which want a file. So the object
 is copied once into TMPDIR/imgbatch-copies/, named by a hash of its URL and its generation,
 and checked by crc32c; each later use costs one metadata GET and reuses the copy while the
-generation is the same. A replaced object (new generation) is fetched again and the copies of
-its older generations are removed (docs/decisions/csv-on-gcs.md).
+generation is the same (hashed again only by another process). A replaced object (new
+generation) is fetched again and the copies of its older generations are removed
+(docs/decisions/csv-on-gcs.md).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from imgbatch.storage.gcs_client import (
 )
 
 COPIES = "imgbatch-copies"
+_verified: set[Path] = set()  # copies this process checked (or made): not hashed again
 
 
 def copies_folder() -> Path:
@@ -60,7 +62,10 @@ def fetch_copy(url: str, what: str = "file", policy: RetryPolicy | None = None) 
                     raise UsageError(f"{what} {url!r} does not exist")
                 raise UsageError(f"{what} {url!r}: bucket {gs_url(bucket_name)} does not exist")
             path = folder / f"{key}-{blob.generation}{Path(name).suffix}"
+            if path in _verified and path.is_file():
+                return str(path)
             if path.is_file() and file_crc32c(path) == blob.crc32c:
+                _verified.add(path)
                 return str(path)
             folder.mkdir(parents=True, exist_ok=True)
             tmp = folder / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -71,6 +76,7 @@ def fetch_copy(url: str, what: str = "file", policy: RetryPolicy | None = None) 
                 if got != blob.crc32c:  # checked here: replaced mid-read, or corrupted
                     raise TransientError(f"{url}: crc32c {got} != stored {blob.crc32c}")
                 os.replace(tmp, path)
+                _verified.add(path)
             except api_exc.NotFound:  # replaced since the metadata was read: read it again
                 raise TransientError(f"{url}: generation {blob.generation} replaced") from None
             finally:
